@@ -1,0 +1,399 @@
+"""Models: named components, fixed / tied / bounded parameters, and rendering.
+
+A :class:`Model` is a static, hashable description (it can be a ``jax.jit`` static argument).
+Parameters travel as a flat mapping ``{"bulge.r_e": value, ...}`` whose values are scalars for
+one galaxy or arrays with a leading galaxy axis ``G`` for a batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+import warnings
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._errors import ParameterError, ProfileError, PSFError, ShapeError
+from .profiles import get_profile
+from .profiles._spec import ProfileSpec
+from .psf import check_psf, psf_padding, psf_transform
+from .sampling import integrate_pixels
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """Settings of the pixel integration (see :func:`galmoss_jax.sampling.integrate_pixels`).
+
+    The defaults integrate Sérsic profiles with 0.3 <= n <= 8 and r_e >= 0.5 px to better than
+    1e-3 of each pixel holding >= 1e-3 of the peak.
+    """
+
+    n_base: int = 3
+    mid_window: int = 15
+    n_mid: int = 6
+    window: int = 3
+    n_theta: int = 24
+    n_r: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A sum of named components with fixed, tied and bounded parameters.
+
+    Args:
+        components: a profile name (``"sersic"``, component named after it), a mapping
+            ``{"bulge": "sersic", "disk": "exponential"}``, a sequence of ``(name, profile)``
+            pairs, or a spec string ``"bulge:sersic+disk:exponential"``.  Profiles may be
+            names or :class:`ProfileSpec` objects.
+        fixed: parameters held fixed: a mapping ``name -> value`` (``None`` = fixed at the
+            initial value) or an iterable of names.
+        free: parameters fixed by default (``c0``, sky gradients in some models) to free.
+        tied: ``{"disk.x0": "bulge.x0"}``: the first parameter equals the second.
+        bounds: ``{"bulge.n": (0.5, 6)}``: fitting bounds overriding the profile defaults.
+
+    Parameter names are ``"component.param"``; a one-component model also accepts bare
+    names (``"r_e"``).
+    """
+
+    components: tuple
+    fixed: tuple = ()
+    tied: tuple = ()
+    bounds: tuple = ()
+
+    def __init__(self, components, *, fixed=None, free=None, tied=None, bounds=None):
+        comps = _parse_components(components)
+        object.__setattr__(self, "components", comps)
+        names = [f"{c}.{p}" for c, s in comps for p in s.param_names]
+        object.__setattr__(self, "_all", tuple(names))
+        # fixed: profile defaults (e.g. c0), then user choices
+        fixed_map: dict[str, float | None] = {}
+        for c, s in comps:
+            for p in s.params:
+                if p.fixed:
+                    fixed_map[f"{c}.{p.name}"] = p.default
+        for n in (free or ()):
+            fixed_map.pop(self.resolve(n, "free"), None)
+        if fixed is not None:
+            items = fixed.items() if isinstance(fixed, Mapping) else ((n, None) for n in fixed)
+            for n, v in items:
+                fixed_map[self.resolve(n, "fixed")] = None if v is None else float(v)
+        tied_map: dict[str, str] = {}
+        for a, b in (tied or {}).items():
+            a, b = self.resolve(a, "tied"), self.resolve(b, "tied")
+            if a == b:
+                raise ParameterError(f"tied: {a!r} cannot be tied to itself")
+            tied_map[a] = b
+            fixed_map.pop(a, None)
+        for a in tied_map:  # follow chains; refuse cycles
+            seen, b = {a}, tied_map[a]
+            while b in tied_map:
+                if b in seen:
+                    raise ParameterError(f"tied: the ties {sorted(seen)} form a cycle")
+                seen.add(b)
+                b = tied_map[b]
+            tied_map[a] = b
+        bounds_map: dict[str, tuple[float, float]] = {}
+        for n, lh in (bounds or {}).items():
+            full = self.resolve(n, "bounds")
+            try:
+                lo, hi = (float(v) for v in lh)
+            except (TypeError, ValueError):
+                raise ParameterError(f"bounds[{n!r}] must be a (lower, upper) pair, got {lh!r}") from None
+            if not lo < hi:
+                raise ParameterError(f"bounds[{n!r}]: lower bound {lo} must be below upper bound {hi}")
+            bounds_map[full] = (lo, hi)
+        object.__setattr__(self, "fixed", tuple(sorted(fixed_map.items())))
+        object.__setattr__(self, "tied", tuple(sorted(tied_map.items())))
+        object.__setattr__(self, "bounds", tuple(sorted(bounds_map.items())))
+
+    # -- names ---------------------------------------------------------------------------------
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Every parameter, ``"component.param"``, in component then profile order."""
+        return self._all
+
+    @property
+    def free_names(self) -> tuple[str, ...]:
+        """Parameters that are fitted (neither fixed nor tied)."""
+        fx, td = dict(self.fixed), dict(self.tied)
+        return tuple(n for n in self._all if n not in fx and n not in td)
+
+    @property
+    def component_names(self) -> tuple[str, ...]:
+        return tuple(c for c, _ in self.components)
+
+    def spec(self, component: str) -> ProfileSpec:
+        for c, s in self.components:
+            if c == component:
+                return s
+        raise ParameterError(f"no component {component!r}; components are {self.component_names}")
+
+    def param(self, name: str):
+        """The :class:`Param` of a full parameter name."""
+        c, p = self.resolve(name, "name").split(".", 1)
+        return self.spec(c).param(p)
+
+    def resolve(self, name: str, argument: str = "params") -> str:
+        """Full ``component.param`` name of ``name`` (a bare name is allowed for one component).
+
+        Also accepts the table-column form ``component_param``.
+        """
+        if not isinstance(name, str):
+            raise ParameterError(f"{argument}: parameter names must be strings, got {name!r}")
+        if name in self._all:
+            return name
+        if "." not in name and len(self.components) == 1:
+            full = f"{self.components[0][0]}.{name}"
+            if full in self._all:
+                return full
+        for full in self._all:  # column form
+            if full.replace(".", "_", 1) == name:
+                return full
+        raise ParameterError(f"{argument}: unknown parameter {name!r}; this model has {', '.join(self._all)}")
+
+    def bounds_of(self, name: str) -> tuple[float, float]:
+        """Fitting bounds of a full parameter name (user override or profile default)."""
+        b = dict(self.bounds)
+        if name in b:
+            return b[name]
+        p = self.param(name)
+        return p.lower, p.upper
+
+    def defaults(self) -> dict[str, float]:
+        """Default value of every parameter (fixed values where given)."""
+        out = {}
+        fx = dict(self.fixed)
+        for c, s in self.components:
+            for p in s.params:
+                full = f"{c}.{p.name}"
+                v = fx.get(full)
+                out[full] = p.default if v is None else v
+        return out
+
+    @property
+    def has_psf_components(self) -> bool:
+        return any(s.kind == "point" for _, s in self.components)
+
+    @property
+    def spec_string(self) -> str:
+        return "+".join(f"{c}:{s.name}" for c, s in self.components)
+
+    # -- parameters ----------------------------------------------------------------------------
+    def complete(self, params: Mapping, *, argument: str = "params") -> dict:
+        """Full parameter dict: names resolved, fixed values applied, ties followed, defaults of
+        parameters fixed by default filled in.  Raises on unknown or missing parameters."""
+        if not isinstance(params, Mapping):
+            raise ParameterError(f"{argument} must be a mapping of parameter names to values")
+        out = {}
+        for k, v in params.items():
+            out[self.resolve(k, argument)] = v
+        for n, v in self.fixed:
+            if v is not None:
+                out[n] = out.get(n, v) if n in out and v is None else v
+            elif n not in out:
+                out[n] = self.param(n).default
+        for a, b in self.tied:
+            if b not in out:
+                raise ParameterError(f"{argument}: {b!r} (which {a!r} is tied to) has no value")
+            out[a] = out[b]
+        missing = [n for n in self._all if n not in out]
+        if missing:
+            raise ParameterError(f"{argument}: missing values for {', '.join(missing)}")
+        return out
+
+    def render(self, params, shape, **kwargs):
+        """Render this model; see :func:`render`."""
+        return render(self, params, shape, **kwargs)
+
+
+def _parse_components(components) -> tuple:
+    if isinstance(components, Model):
+        return components.components
+    if isinstance(components, ProfileSpec):
+        items = [(components.name, components)]
+    elif isinstance(components, str):
+        items = []
+        for part in components.split("+"):
+            part = part.strip()
+            if not part:
+                raise ProfileError(f"model spec {components!r} has an empty component")
+            if ":" in part:
+                cname, prof = (s.strip() for s in part.split(":", 1))
+            else:
+                cname, prof = part, part
+            items.append((cname, prof))
+    elif isinstance(components, Mapping):
+        items = list(components.items())
+    else:
+        try:
+            items = [tuple(x) for x in components]
+        except TypeError:
+            raise ProfileError(f"components must be a profile name, a mapping or (name, profile) pairs, got {components!r}") from None
+    if not items:
+        raise ProfileError("a model needs at least one component")
+    out, seen = [], set()
+    for cname, prof in items:
+        if not isinstance(cname, str) or not _NAME_RE.match(cname.replace("_", "a")):
+            raise ProfileError(f"component name {cname!r} must start with a letter and hold letters, digits or '_'")
+        if cname in seen:
+            raise ProfileError(f"component name {cname!r} is used twice")
+        seen.add(cname)
+        out.append((cname, get_profile(prof)))
+    return tuple(out)
+
+
+def as_model(model) -> Model:
+    """A :class:`Model` from a Model, a spec string, a profile name or a mapping."""
+    return model if isinstance(model, Model) else Model(model)
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering of ONE galaxy (pure), then vmapped
+# ---------------------------------------------------------------------------------------------
+def _component_params(p: Mapping, comp: str) -> dict:
+    pre = comp + "."
+    return {k[len(pre):]: v for k, v in p.items() if k.startswith(pre)}
+
+
+def _render_one(model: Model, p: Mapping, shape, psf_fft, psf_shape, oversample: int,
+                zeropoint, sampling: Sampling):
+    """Model image (H, W) of one galaxy.  ``psf_fft`` is None for no PSF."""
+    H, W = shape
+    dtype = jnp.result_type(*[jnp.asarray(v) for v in p.values()], float)
+    if psf_fft is None:
+        py = px = 0
+        f = 1
+    else:
+        py, px = psf_padding(psf_shape, oversample)
+        f = oversample
+    Hf, Wf = f * (H + 2 * py), f * (W + 2 * px)
+    d = 1.0 / f
+    x_start = -px - 0.5 + 0.5 * d   # centre of fine pixel [0, 0], in image pixel coordinates
+    y_start = -py - 0.5 + 0.5 * d
+    surface = jnp.zeros((Hf, Wf), dtype)
+    points = []
+    sky = jnp.zeros((H, W), dtype)
+    for cname, spec in model.components:
+        cp = _component_params(p, cname)
+        if spec.kind == "surface":
+            fn = functools.partial(_bound_brightness, spec.brightness, cp, zeropoint)
+            k = 1.0 if spec.grading is None else spec.grading(cp)
+            surface = surface + integrate_pixels(
+                fn, cp["x0"], cp["y0"], (Hf, Wf), x_start=x_start, y_start=y_start, pixel=d,
+                grading=k, **dataclasses.asdict(sampling))
+        elif spec.kind == "point":
+            points.append((cp["x0"], cp["y0"], spec.total_flux(cp, zeropoint)))
+        else:
+            xs = jnp.arange(W, dtype=dtype) - (W - 1) / 2.0
+            ys = jnp.arange(H, dtype=dtype) - (H - 1) / 2.0
+            sky = sky + spec.brightness(cp, xs[None, :], ys[:, None], zeropoint)
+    if psf_fft is None:
+        return surface + sky
+    ft = jnp.fft.rfft2(surface)
+    if points:
+        v = jnp.fft.fftfreq(Hf).astype(dtype)[:, None]
+        u = jnp.fft.rfftfreq(Wf).astype(dtype)[None, :]
+        for x0, y0, flux in points:
+            ix = (x0 - x_start) / d
+            iy = (y0 - y_start) / d
+            ft = ft + flux * jnp.exp(-2j * jnp.pi * (u * ix + v * iy))
+    conv = jnp.fft.irfft2(ft * psf_fft, s=(Hf, Wf))
+    conv = conv[f * py: f * (py + H), f * px: f * (px + W)]
+    if f > 1:
+        conv = conv.reshape(H, f, W, f).sum(axis=(1, 3))
+    return conv.astype(dtype) + sky
+
+
+def _bound_brightness(brightness, cp, zeropoint, dx, dy):
+    return brightness(cp, dx, dy, zeropoint)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "shape", "psf_shape", "oversample", "sampling", "batched", "psf_batched"))
+def _render_jit(model, params, shape, psf, psf_shape, oversample, zeropoint, sampling, batched, psf_batched):
+    if psf is not None:
+        py, px = psf_padding(psf_shape, oversample)
+        fft_shape = (oversample * (shape[0] + 2 * py), oversample * (shape[1] + 2 * px))
+        psf_fft = psf_transform(psf, fft_shape)
+    else:
+        psf_fft = None
+
+    def one(p, k, zp):
+        return _render_one(model, p, shape, k, psf_shape, oversample, zp, sampling)
+
+    if not batched:
+        return one(params, psf_fft, zeropoint)
+    in_k = 0 if psf_batched else None
+    in_zp = 0 if jnp.ndim(zeropoint) == 1 else None
+    return jax.vmap(one, in_axes=(0, in_k, in_zp))(params, psf_fft, zeropoint)
+
+
+def render(model, params, shape, *, psf=None, zeropoint=None, oversample: int = 1,
+           sampling: Sampling | None = None):
+    """Model image(s), pixel-integrated and PSF-convolved.
+
+    Args:
+        model: a :class:`Model`, a profile name or a spec string (``"bulge:sersic+disk:exponential"``).
+        params: mapping of parameter names to values: scalars for one galaxy, or arrays with a
+            leading galaxy axis ``G`` (scalars are broadcast) for a batch.
+        shape: ``(H, W)`` of the stamp, pixels.
+        psf: PSF image sampled at pixel centres (odd sides, centred on its middle pixel), or a
+            ``(G, h, w)`` cube with one PSF per galaxy; normalised with a warning if its sum is
+            not 1.  None: no convolution.
+        zeropoint: magnitude zero point(s), ``mag = zp - 2.5 log10(F)``; a scalar or one per
+            galaxy.  Required when the model has magnitude parameters.
+        oversample: integer factor by which ``psf`` is sampled finer than the image (GALFIT's
+            fine sampling); the model is then rendered on the fine grid and binned.
+        sampling: pixel-integration settings (:class:`Sampling`).
+
+    Returns:
+        ``(H, W)`` for one galaxy (all parameters scalar), else ``(G, H, W)``; image units per
+        pixel.
+    """
+    model = as_model(model)
+    try:
+        shape = tuple(int(s) for s in shape)
+    except TypeError:
+        raise ShapeError(f"shape must be (H, W), got {shape!r}") from None
+    if len(shape) != 2 or min(shape) < 1:
+        raise ShapeError(f"shape must be (H, W) with positive sides, got {shape!r}")
+    sampling = Sampling() if sampling is None else sampling
+    full = model.complete(params)
+    arrays = {k: jnp.asarray(v) for k, v in full.items()}
+    for k, v in arrays.items():
+        if v.ndim > 1:
+            raise ShapeError(f"params[{k!r}] must be a scalar or a 1-D array over galaxies, got shape {v.shape}")
+    sizes = {v.shape[0] for v in arrays.values() if v.ndim == 1}
+    if len(sizes) > 1:
+        raise ShapeError(f"params: parameter arrays have different lengths {sorted(sizes)}")
+    batched = bool(sizes)
+    if zeropoint is None:
+        if any(p.name in ("mag",) or p.name.startswith("mu_") for _, s in model.components for p in s.params):
+            raise ParameterError("zeropoint is required: the model has magnitude parameters (mag = zp - 2.5 log10 F)")
+        zeropoint = 0.0
+    zp = jnp.asarray(zeropoint, dtype=jnp.result_type(float))
+    if zp.ndim > 1 or (zp.ndim == 1 and not batched):
+        raise ShapeError(f"zeropoint must be a scalar or one value per galaxy, got shape {zp.shape}")
+    psf_arr, psf_shape, psf_batched = None, None, False
+    if psf is not None:
+        psf_arr = jnp.asarray(check_psf(psf, oversample=oversample), dtype=jnp.result_type(float))
+        psf_shape = tuple(psf_arr.shape[-2:])
+        psf_batched = psf_arr.ndim == 3
+        if psf_batched and not batched:
+            raise ShapeError("psf: a (G, h, w) PSF cube needs batched parameters")
+    elif model.has_psf_components:
+        raise PSFError("psf: the model has a point-source component, which needs a PSF")
+    if batched:
+        G = sizes.pop()
+        arrays = {k: jnp.broadcast_to(v, (G,)) for k, v in arrays.items()}
+        if psf_batched and psf_arr.shape[0] != G:
+            raise ShapeError(f"psf: cube has {psf_arr.shape[0]} PSFs for {G} galaxies")
+        if zp.ndim == 1 and zp.shape[0] != G:
+            raise ShapeError(f"zeropoint: {zp.shape[0]} values for {G} galaxies")
+    return _render_jit(model, arrays, shape, psf_arr, psf_shape, int(oversample), zp, sampling,
+                       batched, psf_batched)

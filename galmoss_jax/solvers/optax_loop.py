@@ -1,0 +1,145 @@
+"""Gradient-based minimisation of ONE problem with any Optax optimiser, written to be vmapped.
+
+``optax_minimise`` runs an ``optax.GradientTransformation`` inside a
+``jax.lax.while_loop`` on a scalar loss of an unconstrained parameter vector. It
+keeps the best-so-far point, stops each problem on its own (patience on the best
+loss, a non-finite loss or gradient, or ``max_iter``), and reports the status
+codes of :mod:`galmoss_jax.solvers.lm`. ``jax.vmap`` it over a problem axis and
+``jax.jit`` the result; a member that has stopped does not change any more.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+from jaxtyping import Array, Float, Int
+
+from .lm import MAX_ITER, NONFINITE, SUCCESS
+
+__all__ = ["optax_minimise", "OptaxResult"]
+
+
+class OptaxResult(eqx.Module):
+    """Result of :func:`optax_minimise` (a pytree; vmapped calls add a leading axis).
+
+    Attributes:
+        u: best parameters seen (lowest finite loss), shape (P,); ``u0`` when the
+            start is non-finite.
+        loss: loss at ``u``.
+        n_iter: number of optimiser steps taken (int32).
+        status: int32 code (``STATUS_MESSAGES``): SUCCESS = stopped by patience,
+            MAX_ITER = ran ``max_iter`` steps, NONFINITE = non-finite loss or
+            gradient at the start (then ``u = u0``, ``n_iter = 0``) or at a later
+            iterate (then ``u`` is still the best finite point seen).
+    """
+
+    u: Float[Array, " P"]
+    loss: Float[Array, ""]
+    n_iter: Int[Array, ""]
+    status: Int[Array, ""]
+
+
+def optax_minimise(
+    loss_fn,
+    u0,
+    args=None,
+    optimizer: optax.GradientTransformation | None = None,
+    *,
+    max_iter: int = 2000,
+    patience: int = 100,
+    rtol: float = 1e-7,
+) -> OptaxResult:
+    """Minimise a scalar ``loss_fn(u, args)`` with an Optax optimiser, for one problem.
+
+    Args:
+        loss_fn: ``loss_fn(u, args) -> scalar``, JAX-traceable and differentiable
+            in ``u`` (e.g. chi2 of the model).
+        u0: initial unconstrained parameters, 1-D float array (P,); its dtype sets
+            the working precision.
+        args: pytree passed through to ``loss_fn``.
+        optimizer: any ``optax.GradientTransformation``, built once by the caller
+            (it is a pair of pure functions, so one object serves every member of
+            a vmapped batch). Default ``optax.adam(0.05)``.
+        max_iter: maximum number of optimiser steps.
+        patience: stop (SUCCESS) once the best loss has not improved by more than
+            ``rtol * |reference|`` for ``patience`` consecutive steps; the
+            reference is the loss at the last such significant improvement.
+        rtol: relative improvement that resets the patience counter; raised to at
+            least ``4 * eps`` of the dtype (smaller changes are rounding noise).
+
+    Returns:
+        :class:`OptaxResult` with the best point ``u``, its ``loss``, ``n_iter``
+        and ``status``.
+
+    Stopping rules (per problem): patience exhausted -> SUCCESS; ``max_iter``
+    steps -> MAX_ITER; a non-finite loss or gradient -> NONFINITE. A step that
+    lands on a non-finite loss never replaces the best point; since the optimiser
+    is deterministic it cannot make finite progress from there, so that member
+    stops (its result is the best finite point seen). A non-finite start returns
+    at once with ``u = u0`` and ``n_iter = 0``.
+    """
+    if optimizer is None:
+        optimizer = optax.adam(0.05)
+    u0 = jnp.asarray(u0)
+    if not jnp.issubdtype(u0.dtype, jnp.floating):
+        u0 = u0.astype(jnp.result_type(float))
+    if u0.ndim != 1:
+        raise ValueError(f"optax_minimise: u0 must be 1-D (P,), got shape {u0.shape}")
+    dtype = u0.dtype
+    eps = jnp.finfo(dtype).eps
+    rtol_ = jnp.maximum(jnp.asarray(rtol, dtype), 4 * eps)
+
+    def _loss(v):
+        return jnp.asarray(loss_fn(v, args)).astype(dtype).reshape(())
+
+    value_and_grad = jax.value_and_grad(_loss)
+
+    loss0, g0 = value_and_grad(u0)
+    finite0 = jnp.isfinite(loss0) & jnp.all(jnp.isfinite(g0)) & jnp.all(jnp.isfinite(u0))
+    done0 = ~finite0 | (max_iter <= 0)
+    status0 = jnp.where(finite0, MAX_ITER, NONFINITE).astype(jnp.int32)
+    opt_state0 = optimizer.init(u0)
+
+    # carry: u, opt_state, grad at u, best_u, best_loss, ref_loss, stall, n_iter, status, done
+    state0 = (u0, opt_state0, g0, u0, loss0, loss0, jnp.int32(0), jnp.int32(0), status0, done0)
+
+    def cond(state):
+        return ~state[-1]
+
+    def body(state):
+        u, opt_state, g, best_u, best_loss, ref_loss, stall, n_it, status, done = state
+        updates, opt_state_n = optimizer.update(g, opt_state, u)
+        u_n = optax.apply_updates(u, updates).astype(dtype)
+        loss_n, g_n = value_and_grad(u_n)
+        fin_loss = jnp.isfinite(loss_n) & jnp.all(jnp.isfinite(u_n))
+        fin_grad = jnp.all(jnp.isfinite(g_n))
+
+        improved = fin_loss & (loss_n < best_loss)
+        best_u_n = jnp.where(improved, u_n, best_u)
+        best_loss_n = jnp.where(improved, loss_n, best_loss)
+        significant = fin_loss & (loss_n < ref_loss - rtol_ * jnp.abs(ref_loss))
+        ref_loss_n = jnp.where(significant, loss_n, ref_loss)
+        stall_n = jnp.where(significant, 0, stall + 1).astype(jnp.int32)
+        n_n = n_it + 1
+
+        nonfinite = ~(fin_loss & fin_grad)
+        patience_hit = ~nonfinite & (stall_n >= patience)
+        maxed = ~nonfinite & ~patience_hit & (n_n >= max_iter)
+        status_n = jnp.where(
+            nonfinite,
+            NONFINITE,
+            jnp.where(patience_hit, SUCCESS, jnp.where(maxed, MAX_ITER, status)),
+        ).astype(jnp.int32)
+        done_n = nonfinite | patience_hit | maxed
+
+        new = (
+            u_n, opt_state_n, g_n, best_u_n, best_loss_n, ref_loss_n, stall_n, n_n, status_n, done_n
+        )
+        # A member that has stopped must not change: guard every leaf with its own flag.
+        return jax.tree_util.tree_map(lambda o, nw: jnp.where(done, o, nw), state, new)
+
+    final = jax.lax.while_loop(cond, body, state0)
+    _, _, _, best_u, best_loss, _, _, n_it, status, _ = final
+    return OptaxResult(u=best_u, loss=best_loss, n_iter=n_it, status=status)
