@@ -43,14 +43,30 @@ def sersic_bn(n):
     return b
 
 
-@sersic_bn.defjvp
-def _sersic_bn_jvp(primals, tangents):
-    (n,), (dn,) = primals, tangents
+@jax.custom_jvp
+def _sersic_dbdn(n):
+    """d b_n / d n by implicit differentiation of P(2n, b_n) = 1/2."""
     b = sersic_bn(n)
     a = 2.0 * n
     dPda = jax.grad(lambda aa: gammainc(aa, b))(a)
     dPdb = jnp.exp((a - 1.0) * jnp.log(b) - b - gammaln(a))
-    return b, -2.0 * dPda / dPdb * dn
+    return -2.0 * dPda / dPdb
+
+
+@_sersic_dbdn.defjvp
+def _sersic_dbdn_jvp(primals, tangents):
+    # JAX cannot differentiate d/da of the incomplete gamma function a second time; the second
+    # derivative of b_n (needed only by Hessians) is a central difference, accurate to ~1e-7.
+    (n,), (dn,) = primals, tangents
+    h = 1e-4 * jnp.maximum(n, 0.1)
+    d2 = (_sersic_dbdn(n + h) - _sersic_dbdn(n - h)) / (2.0 * h)
+    return _sersic_dbdn(n), d2 * dn
+
+
+@sersic_bn.defjvp
+def _sersic_bn_jvp(primals, tangents):
+    (n,), (dn,) = primals, tangents
+    return sersic_bn(n), _sersic_dbdn(n) * dn
 
 
 # Sérsic ---------------------------------------------------------------------------------------

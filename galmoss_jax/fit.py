@@ -1,0 +1,303 @@
+"""``fit``: one jit-compiled entry point that fits a batch of galaxies, one solver per galaxy.
+
+Host side (NumPy): inputs are validated, bad pixels masked with a warning, initial values
+completed and mapped into the unconstrained space.  Device side (one ``jax.jit``): the solver
+runs under ``jax.vmap`` over the galaxy axis with per-galaxy damping and stopping, then the
+Hessian of the statistic in the physical parameters gives the covariance.  A galaxy that fails
+gets a status code in its row; it never stops the batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._errors import DataError, ParameterError, PSFError, ShapeError
+from .init import guess_initial
+from .likelihood import STATISTICS, residuals, sigma_from_data, statistic_value
+from .model import Model, Sampling, _render_one, as_model
+from .psf import check_psf, psf_padding, psf_transform
+from .results import FitResult, fold_axis_ratio
+from .solvers import levenberg_marquardt, optax_minimise
+from .solvers.lm import MAX_ITER, NONFINITE, STALLED, SUCCESS
+from .transforms import clip_inside, to_physical, to_unconstrained
+
+# fit status codes: the solver's, then these
+SINGULAR_HESSIAN = 4
+NO_DATA = 5
+STATUS_MESSAGES = {
+    SUCCESS: "success",
+    MAX_ITER: "maximum number of iterations reached",
+    NONFINITE: "non-finite values met (data, model or parameters)",
+    STALLED: "no downhill step found",
+    SINGULAR_HESSIAN: "converged, but the Hessian is singular: errors undefined",
+    NO_DATA: "no usable pixels (all masked)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Problem:
+    model: Model
+    shape: tuple
+    psf_shape: tuple | None
+    oversample: int
+    sampling: Sampling
+    stat: str
+    free: tuple
+    free_bounds: tuple
+    fixed: tuple
+    tied: tuple
+    solver: str
+    optimizer: object
+    max_iter: int
+    errors: bool
+
+
+def _params_from_free(prob: _Problem, pf, fvals):
+    p = {n: pf[i] for i, n in enumerate(prob.free)}
+    p.update({n: fvals[j] for j, n in enumerate(prob.fixed)})
+    for a, b in prob.tied:
+        p[a] = p[b]
+    return p
+
+
+def _solve_one(prob: _Problem, u0, fvals, data, sigma, mask, psf_fft, zp, gain, rn, sky):
+    def phys(u):
+        return jnp.stack([to_physical(u[i], lo, hi) for i, (lo, hi) in enumerate(prob.free_bounds)])
+
+    def model_of(pf):
+        p = _params_from_free(prob, pf, fvals)
+        return _render_one(prob.model, p, prob.shape, psf_fft, prob.psf_shape, prob.oversample, zp, prob.sampling)
+
+    def resid_phys(pf):
+        return residuals(prob.stat, data, model_of(pf), sigma, mask, gain, rn, sky).ravel()
+
+    def resid(u, args):
+        return resid_phys(phys(u))
+
+    if prob.solver == "lm":
+        res = levenberg_marquardt(resid, u0, None, max_iter=prob.max_iter)
+        u, n_iter, status = res.u, res.n_iter, res.status
+    else:
+        res = optax_minimise(lambda u, a: jnp.sum(resid(u, a) ** 2), u0, None, prob.optimizer, max_iter=prob.max_iter)
+        u, n_iter, status = res.u, res.n_iter, res.status
+    pf = phys(u)
+    model_img = model_of(pf)
+    value = statistic_value(prob.stat, data, model_img, sigma, mask, gain, rn, sky)
+    P = len(prob.free)
+    if prob.errors and P > 0:
+        # Hessian of the sum of squared residuals in the physical parameters; cov = 2 H^-1
+        hess = jax.hessian(lambda q: jnp.sum(resid_phys(q) ** 2))(pf)
+        hess = 0.5 * (hess + hess.T)
+        L = jnp.linalg.cholesky(hess)
+        ok = jnp.all(jnp.isfinite(L))
+        eye = jnp.eye(P, dtype=hess.dtype)
+        cov = 2.0 * jax.scipy.linalg.cho_solve((jnp.where(ok, L, eye), True), eye)
+        cov = jnp.where(ok, cov, jnp.nan)
+        status = jnp.where((status == SUCCESS) & ~ok, SINGULAR_HESSIAN, status)
+    else:
+        cov = jnp.full((P, P), jnp.nan, dtype=pf.dtype)
+    return pf, cov, value, n_iter, status
+
+
+@functools.partial(jax.jit, static_argnames=("prob", "psf_batched"))
+def _fit_core(prob, u0, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched):
+    psf_fft = None
+    if psf is not None:
+        py, px = psf_padding(prob.psf_shape, prob.oversample)
+        fft_shape = (prob.oversample * (prob.shape[0] + 2 * py), prob.oversample * (prob.shape[1] + 2 * px))
+        psf_fft = psf_transform(psf, fft_shape)
+    in_psf = 0 if psf_batched else None
+    fn = functools.partial(_solve_one, prob)
+    return jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, in_psf, 0, 0, 0, 0))(
+        u0, fvals, data, sigma, mask, psf_fft, zp, gain, rn, sky)
+
+
+def _per_galaxy(value, G, name, dtype):
+    a = np.asarray(value, dtype=dtype)
+    if a.ndim == 0:
+        return np.full((G,), a, dtype=dtype)
+    if a.shape != (G,):
+        raise ShapeError(f"{name} must be a scalar or one value per galaxy ({G}), got shape {a.shape}")
+    return a
+
+
+def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=None,
+        gain=None, read_noise=0.0, sky=0.0, stat: str = "chi2", solver="lm", optimizer=None,
+        max_iter: int | None = None, oversample: int = 1, sampling: Sampling | None = None,
+        errors: bool = True, scale_errors: bool = False) -> FitResult:
+    """Fit ``model`` to one galaxy (``data`` of shape (H, W)) or a batch ((G, H, W)).
+
+    Args:
+        model: a :class:`Model` (fixed, tied, bounded parameters), profile name or spec string.
+        data: image(s), image units (e.g. ADU); sky already subtracted unless the model has a
+            sky component.
+        sigma: 1-sigma error per pixel, same shape as ``data`` (or (H, W) shared).  If None,
+            built from the data with ``gain``, ``read_noise`` and ``sky`` as GALFIT/Imfit do.
+        mask: boolean, True = pixel used; same shape as ``data`` (or (H, W) shared).
+        psf: PSF image (odd sides, centre on the middle pixel; normalised with a warning) or a
+            (G, h, w) cube, one per galaxy.
+        init: initial values ``{name: scalar or (G,) array}``; parameters without one get
+            automatic values from image moments.  Values outside the bounds are moved inside
+            with a warning.
+        zeropoint: magnitude zero point(s); required when the model has magnitudes.
+        gain: electrons per image unit (for a sigma built from the data and for the
+            ``model-chi2``, ``poisson-mlr`` and ``cash`` statistics).
+        read_noise: read noise, electrons.
+        sky: the sky level already subtracted from ``data``, image units (for the noise model).
+        stat: ``"chi2"``, ``"model-chi2"``, ``"poisson-mlr"`` or ``"cash"``.
+        solver: ``"lm"`` (Levenberg-Marquardt, default), ``"adam"``, or an
+            ``optax.GradientTransformation`` (built once by the caller).
+        max_iter: iteration limit (default 100 for LM, 3000 for Optax).
+        oversample: integer factor by which ``psf`` is finer than the image pixels.
+        sampling: pixel-integration settings.
+        errors: compute the Hessian covariance.
+        scale_errors: multiply the covariance by ``chi2_nu`` (errors by sqrt(chi2_nu)).
+
+    Returns:
+        :class:`FitResult` with best-fit values, errors, covariance, statistic, dof, iterations
+        and a per-galaxy status (0 = success).
+    """
+    model = as_model(model)
+    if stat not in STATISTICS:
+        raise ParameterError(f"stat must be one of {STATISTICS}, got {stat!r}")
+    if isinstance(solver, str):
+        if solver not in ("lm", "adam"):
+            raise ParameterError(f"solver must be 'lm', 'adam' or an optax.GradientTransformation, got {solver!r}")
+        kind = solver
+        if solver == "adam" and optimizer is None:
+            import optax
+            optimizer = optax.adam(0.05)
+    else:
+        kind, optimizer = "optax", solver
+    if kind == "adam":
+        kind = "optax"
+    if max_iter is None:
+        max_iter = 100 if kind == "lm" else 3000
+
+    d = np.asarray(data)
+    if not np.issubdtype(d.dtype, np.number):
+        raise DataError(f"data must be numeric, got dtype {d.dtype}")
+    if d.ndim not in (2, 3):
+        raise ShapeError(f"data must be an image (H, W) or a cube (G, H, W), got shape {d.shape}")
+    batched = d.ndim == 3
+    dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
+    d = np.array(d if batched else d[None], dtype=dtype)
+    G, H, W = d.shape
+    if G == 0:
+        raise ShapeError("data has no galaxies")
+
+    def per_pixel(a, name):
+        a = np.asarray(a)
+        if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
+            raise DataError(f"{name} must be numeric, got dtype {a.dtype}")
+        if a.shape == (H, W):
+            a = np.broadcast_to(a, (G, H, W))
+        if a.shape != (G, H, W):
+            raise ShapeError(f"{name} must have the shape of data {d.shape if batched else (H, W)} or (H, W), got {a.shape}")
+        return a
+
+    m = np.ones((G, H, W), bool) if mask is None else per_pixel(mask, "mask").astype(bool)
+    gain_arr = _per_galaxy(1.0 if gain is None else gain, G, "gain", dtype)
+    rn_arr = _per_galaxy(read_noise, G, "read_noise", dtype)
+    sky_arr = _per_galaxy(sky, G, "sky", dtype)
+    if gain is not None and np.any(gain_arr <= 0):
+        raise DataError("gain must be positive")
+    if sigma is None:
+        if stat == "chi2" and gain is None:
+            raise DataError("sigma is required for stat='chi2' unless gain is given (sigma is then built from the data)")
+        with np.errstate(invalid="ignore"):
+            s = np.sqrt(np.maximum((d + sky_arr[:, None, None]) / gain_arr[:, None, None]
+                                   + (rn_arr / gain_arr)[:, None, None] ** 2, 0.0))
+    else:
+        s = np.array(per_pixel(sigma, "sigma"), dtype=dtype)
+    m = np.array(m)
+    bad_data = ~np.isfinite(d) & m
+    if bad_data.any():
+        warnings.warn(f"data: {int(bad_data.sum())} non-finite pixels are masked", stacklevel=2)
+    bad_sigma = (~np.isfinite(s) | (s <= 0)) & m & ~bad_data if stat == "chi2" else np.zeros_like(m)
+    if bad_sigma.any():
+        warnings.warn(f"sigma: {int(bad_sigma.sum())} pixels with sigma <= 0 or non-finite are masked", stacklevel=2)
+    m &= ~bad_data & ~bad_sigma
+    d = np.where(np.isfinite(d), d, 0.0).astype(dtype)
+    s = np.where(np.isfinite(s) & (s > 0), s, 1.0).astype(dtype)
+
+    psf_arr, psf_shape, psf_batched = None, None, False
+    if psf is not None:
+        psf_arr = check_psf(psf, oversample=oversample).astype(dtype)
+        psf_shape = tuple(psf_arr.shape[-2:])
+        psf_batched = psf_arr.ndim == 3
+        if psf_batched and psf_arr.shape[0] != G:
+            raise ShapeError(f"psf cube has {psf_arr.shape[0]} PSFs for {G} galaxies")
+    elif model.has_psf_components:
+        raise PSFError("psf: the model has a point-source component, which needs a PSF")
+
+    needs_zp = any(p.name == "mag" or p.name.startswith("mu_") for _, s_ in model.components for p in s_.params)
+    if zeropoint is None and needs_zp:
+        raise ParameterError("zeropoint is required: the model has magnitude parameters (mag = zp - 2.5 log10 F)")
+    zp_arr = _per_galaxy(0.0 if zeropoint is None else zeropoint, G, "zeropoint", dtype)
+
+    # initial values: given, else automatic
+    given = {}
+    for k, v in (init or {}).items():
+        given[model.resolve(k, "init")] = _per_galaxy(v, G, f"init[{k!r}]", dtype)
+    need_guess = [n for n in model.param_names if n not in given and n not in dict(model.tied)
+                  and not (n in dict(model.fixed) and dict(model.fixed)[n] is not None)]
+    guesses = ([guess_initial(model, d[g], m[g], zp_arr[g]) for g in range(G)] if need_guess else None)
+    start = {}
+    fixed_vals = dict(model.fixed)
+    for n in model.param_names:
+        if n in given:
+            start[n] = given[n]
+        elif fixed_vals.get(n) is not None:
+            start[n] = np.full(G, fixed_vals[n], dtype)
+        elif n in dict(model.tied):
+            continue
+        else:
+            start[n] = np.array([gs[n] for gs in guesses], dtype)
+    free = model.free_names
+    bounds = tuple(model.bounds_of(n) if model.param(n).periodic is None else (-math.inf, math.inf) for n in free)
+    u0 = np.zeros((G, len(free)), dtype)
+    for i, (n, (lo, hi)) in enumerate(zip(free, bounds)):
+        v = start[n]
+        if not np.all(np.isfinite(v)):
+            raise ParameterError(f"init[{n!r}] is not finite")
+        inside = np.asarray(clip_inside(v, lo, hi))
+        if np.any((v < lo) | (v > hi)):
+            warnings.warn(f"init[{n!r}] lies outside its bounds [{lo}, {hi}] for some galaxies; moved inside", stacklevel=2)
+        u0[:, i] = np.asarray(to_unconstrained(inside, lo, hi))
+    fixed_names = tuple(n for n in model.param_names if n in fixed_vals)
+    fvals = np.stack([start[n] for n in fixed_names], axis=1) if fixed_names else np.zeros((G, 0), dtype)
+
+    prob = _Problem(model=model, shape=(H, W), psf_shape=psf_shape, oversample=int(oversample),
+                    sampling=sampling or Sampling(), stat=stat, free=free, free_bounds=bounds,
+                    fixed=fixed_names, tied=model.tied, solver=kind, optimizer=optimizer,
+                    max_iter=int(max_iter), errors=bool(errors))
+    pf, cov, value, n_iter, status = _fit_core(
+        prob, jnp.asarray(u0), jnp.asarray(fvals), jnp.asarray(d), jnp.asarray(s), jnp.asarray(m),
+        None if psf_arr is None else jnp.asarray(psf_arr), jnp.asarray(zp_arr), jnp.asarray(gain_arr),
+        jnp.asarray(rn_arr), jnp.asarray(sky_arr), psf_batched)
+    pf, cov, value = np.asarray(pf), np.asarray(cov), np.asarray(value)
+    n_iter, status = np.asarray(n_iter).astype(np.int32), np.asarray(status).astype(np.int32)
+    n_used = m.reshape(G, -1).sum(axis=1)
+    dof = (n_used - len(free)).astype(np.int64)
+    status = np.where(n_used == 0, NO_DATA, status).astype(np.int32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2_nu = np.where(dof > 0, value / np.maximum(dof, 1), np.nan)
+    if scale_errors:
+        cov = cov * chi2_nu[:, None, None]
+    values = {n: pf[:, i] for i, n in enumerate(free)}
+    for j, n in enumerate(fixed_names):
+        values[n] = fvals[:, j]
+    for a, b in model.tied:
+        values[a] = values[b]
+    values, cov = fold_axis_ratio(model, free, values, cov)
+    return FitResult(model=model, free_names=free, values=values, covariance=cov, chi2=value,
+                     chi2_nu=chi2_nu, dof=dof, n_iter=n_iter, status=status, stat=stat,
+                     batched=batched, status_messages=STATUS_MESSAGES)

@@ -1,0 +1,170 @@
+"""Fit results: a pytree with one row per galaxy, and its table form (DESIGN.md A columns)."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import equinox as eqx
+import numpy as np
+
+from ._errors import GalmossError, InputFileError
+
+_FORMATS = {".fits": "fits", ".fit": "fits", ".fts": "fits", ".ecsv": "ascii.ecsv", ".csv": "ascii.csv",
+            ".parquet": "parquet"}
+
+
+class FitResult(eqx.Module):
+    """Best-fit parameters, errors and diagnostics of a batch of fits (leading axis G).
+
+    Attributes:
+        values: ``{"comp.param": (G,) array}`` for every parameter (fixed and tied included),
+            physical units; ``q <= 1`` and ``pa`` in (-90, 90] degrees.
+        covariance: ``(G, P, P)`` covariance of the free parameters (order ``free_names``),
+            physical units; NaN where it is undefined.
+        chi2: the statistic at the optimum (for ``stat='cash'`` the Cash C).
+        chi2_nu: ``chi2 / dof``.
+        dof: used pixels minus free parameters.
+        n_iter: solver iterations.
+        status: 0 = success; see ``status_messages``.
+    """
+
+    values: dict
+    covariance: np.ndarray
+    chi2: np.ndarray
+    chi2_nu: np.ndarray
+    dof: np.ndarray
+    n_iter: np.ndarray
+    status: np.ndarray
+    model: object = eqx.field(static=True)
+    free_names: tuple = eqx.field(static=True)
+    stat: str = eqx.field(static=True)
+    batched: bool = eqx.field(static=True)
+    status_messages: dict = eqx.field(static=True)
+
+    @property
+    def errors(self) -> dict:
+        """1-sigma errors ``{"comp.param": (G,)}``: sqrt of the covariance diagonal; 0 for fixed
+        parameters, the source's error for tied ones."""
+        G = self.status.shape[0]
+        out = {n: np.zeros(G) for n in self.values}
+        diag = np.sqrt(np.clip(np.diagonal(self.covariance, axis1=1, axis2=2), 0, None)) if self.free_names else None
+        for i, n in enumerate(self.free_names):
+            out[n] = np.where(np.isfinite(self.covariance[:, i, i]), diag[:, i], np.nan)
+        for a, b in self.model.tied:
+            out[a] = out[b]
+        return out
+
+    @property
+    def status_msg(self) -> list[str]:
+        return [self.status_messages.get(int(s), f"status {int(s)}") for s in self.status]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """Best-fit value(s) of a parameter, by full, bare (one component) or column name."""
+        v = self.values[self.model.resolve(name)]
+        return v if self.batched else v[0]
+
+    def to_table(self, ids=None):
+        """An :class:`astropy.table.Table`: ``id``, ``comp_param`` and ``comp_param_err`` for
+        every parameter, ``chi2``, ``chi2_nu``, ``dof``, ``n_iter``, ``status``, ``status_msg``."""
+        from astropy.table import Table
+
+        G = self.status.shape[0]
+        t = Table()
+        t["id"] = np.arange(G) if ids is None else np.asarray(ids)
+        errs = self.errors
+        for n in self.model.param_names:
+            col = column_name(n)
+            unit = _unit(self.model.param(n).unit)
+            t[col] = np.asarray(self.values[n], float)
+            t[col + "_err"] = np.asarray(errs[n], float)
+            if unit is not None:
+                t[col].unit = unit
+                t[col + "_err"].unit = unit
+        t["chi2"] = self.chi2.astype(float)
+        t["chi2_nu"] = self.chi2_nu.astype(float)
+        t["dof"] = self.dof.astype(np.int64)
+        t["n_iter"] = self.n_iter.astype(np.int32)
+        t["status"] = self.status.astype(np.int32)
+        t["status_msg"] = self.status_msg
+        t.meta["model"] = self.model.spec_string
+        t.meta["stat"] = self.stat
+        t.meta["free"] = ",".join(column_name(n) for n in self.free_names)
+        return t
+
+
+def column_name(name: str) -> str:
+    """Table column of a parameter: ``"bulge.r_e"`` -> ``"bulge_r_e"``."""
+    return name.replace(".", "_", 1)
+
+
+def _unit(u: str):
+    from astropy import units
+
+    if not u:
+        return None
+    try:
+        return units.Unit(u.replace("pixel", "pix").replace("image units", "adu"), parse_strict="raise")
+    except ValueError:
+        return None
+
+
+def write_table(table, path, *, overwrite: bool = False):
+    """Write a table, format chosen by extension (.fits, .ecsv, .csv, .parquet), atomically:
+    the file appears complete or not at all."""
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _FORMATS:
+        raise GalmossError(f"output {path!r}: unknown extension {ext!r}; use one of {', '.join(sorted(_FORMATS))}")
+    if os.path.exists(path) and not overwrite:
+        raise InputFileError(f"output {path!r} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputFileError(f"output directory {directory!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=directory)
+    os.close(fd)
+    try:
+        table.write(tmp, format=_FORMATS[ext], overwrite=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def fold_axis_ratio(model, free, values, cov):
+    """Report ``q > 1`` fits as ``1/q`` with ``pa + 90`` and radii times ``q``; wrap ``pa`` to
+    (-90, 90].  The covariance is carried through the Jacobian of this map."""
+    values = {k: np.array(v, dtype=float) for k, v in values.items()}
+    cov = np.array(cov, dtype=float)
+    G = next(iter(values.values())).shape[0]
+    idx = {n: i for i, n in enumerate(free)}
+    P = len(free)
+    J = np.broadcast_to(np.eye(P), (G, P, P)).copy()
+    for c, spec in model.components:
+        names = spec.param_names
+        if "q" not in names or "pa" not in names:
+            if "pa" in names:
+                values[f"{c}.pa"] = _wrap(values[f"{c}.pa"])
+            continue
+        q = values[f"{c}.q"].copy()
+        flip = q > 1
+        radii = [f"{c}.{p.name}" for p in spec.params if p.unit == "pixel" and p.name not in ("x0", "y0")]
+        for r in radii:
+            if r in idx and f"{c}.q" in idx:
+                J[flip, idx[r], idx[f"{c}.q"]] = values[r][flip]
+            if r in idx:
+                J[flip, idx[r], idx[r]] = q[flip]
+            values[r] = np.where(flip, values[r] * q, values[r])
+        if f"{c}.q" in idx:
+            J[flip, idx[f"{c}.q"], idx[f"{c}.q"]] = -1.0 / q[flip] ** 2
+        values[f"{c}.q"] = np.where(flip, 1.0 / q, q)
+        values[f"{c}.pa"] = _wrap(np.where(flip, values[f"{c}.pa"] + 90.0, values[f"{c}.pa"]))
+    if P:
+        cov = np.einsum("gij,gjk,glk->gil", J, cov, J)
+    return values, cov
+
+
+def _wrap(pa):
+    """Wrap angles (deg) to (-90, 90]."""
+    w = np.mod(pa + 90.0, 180.0) - 90.0
+    return np.where(w == -90.0, 90.0, w)

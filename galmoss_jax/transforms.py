@@ -1,0 +1,65 @@
+"""Maps between physical parameters (inside their bounds) and unconstrained fitting space.
+
+* two finite bounds ``[lo, hi]``: ``p = lo + (hi - lo) * sigmoid(u)``;
+* a lower bound only: ``p = lo + softplus(u)``; an upper bound only: ``p = hi - softplus(u)``;
+* no bounds (and periodic angles such as ``pa``): ``p = u``.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def _kind(lo: float, hi: float) -> str:
+    if math.isfinite(lo) and math.isfinite(hi):
+        return "both"
+    if math.isfinite(lo):
+        return "lower"
+    if math.isfinite(hi):
+        return "upper"
+    return "none"
+
+
+def to_physical(u, lo: float, hi: float):
+    """Unconstrained ``u`` -> physical value inside ``(lo, hi)``."""
+    k = _kind(lo, hi)
+    if k == "both":
+        return lo + (hi - lo) * jax.nn.sigmoid(u)
+    if k == "lower":
+        return lo + jax.nn.softplus(u)
+    if k == "upper":
+        return hi - jax.nn.softplus(u)
+    return u
+
+
+def to_unconstrained(p, lo: float, hi: float):
+    """Physical ``p`` (strictly inside its bounds) -> unconstrained value."""
+    k = _kind(lo, hi)
+    if k == "both":
+        t = (p - lo) / (hi - lo)
+        return jnp.log(t) - jnp.log1p(-t)
+    if k == "lower":
+        return _inv_softplus(p - lo)
+    if k == "upper":
+        return _inv_softplus(hi - p)
+    return p
+
+
+def _inv_softplus(y):
+    # log(exp(y) - 1), stable for large and small y
+    return jnp.where(y > 20.0, y, jnp.log(jnp.expm1(jnp.minimum(y, 20.0))))
+
+
+def clip_inside(p, lo: float, hi: float, frac: float = 1e-6):
+    """Move ``p`` strictly inside ``[lo, hi]`` (a margin of ``frac`` of the range, or 1e-6 abs)."""
+    k = _kind(lo, hi)
+    if k == "both":
+        m = frac * (hi - lo)
+        return jnp.clip(p, lo + m, hi - m)
+    if k == "lower":
+        return jnp.maximum(p, lo + max(frac * abs(lo), 1e-6))
+    if k == "upper":
+        return jnp.minimum(p, hi - max(frac * abs(hi), 1e-6))
+    return p
