@@ -56,7 +56,7 @@ class _Problem:
     solver: str
     optimizer: object
     max_iter: int
-    errors: bool
+    errors: object
 
 
 def _params_from_free(prob: _Problem, pf, fvals):
@@ -81,9 +81,10 @@ def _solve_one(prob: _Problem, u0, fvals, data, sigma, mask, psf_fft, zp, gain, 
     def resid(u, args):
         return resid_phys(phys(u))
 
+    jtj_u = None
     if prob.solver == "lm":
         res = levenberg_marquardt(resid, u0, None, max_iter=prob.max_iter)
-        u, n_iter, status = res.u, res.n_iter, res.status
+        u, n_iter, status, jtj_u = res.u, res.n_iter, res.status, res.jtj
     else:
         res = optax_minimise(lambda u, a: jnp.sum(resid(u, a) ** 2), u0, None, prob.optimizer, max_iter=prob.max_iter)
         u, n_iter, status = res.u, res.n_iter, res.status
@@ -92,13 +93,28 @@ def _solve_one(prob: _Problem, u0, fvals, data, sigma, mask, psf_fft, zp, gain, 
     value = statistic_value(prob.stat, data, model_img, sigma, mask, gain, rn, sky)
     P = len(prob.free)
     if prob.errors and P > 0:
-        # Hessian of the sum of squared residuals in the physical parameters; cov = 2 H^-1
-        hess = jax.hessian(lambda q: jnp.sum(resid_phys(q) ** 2))(pf)
+        if prob.errors == "hessian":
+            # full Hessian of the sum of squared residuals in the physical parameters
+            hess = 0.5 * jax.hessian(lambda q: jnp.sum(resid_phys(q) ** 2))(pf)
+        else:
+            # Gauss-Newton: H/2 = J^T J with J the Jacobian in the physical parameters
+            # (from the solver's J^T J in unconstrained space and the transform's derivative)
+            if jtj_u is None:
+                jac = jax.jacfwd(resid)(u, None)
+                jtj_u = jnp.matmul(jac.T, jac, precision=jax.lax.Precision.HIGHEST)
+            dpdu = jax.jacfwd(phys)(u).diagonal()
+            inv = jnp.where(dpdu != 0, 1.0 / jnp.where(dpdu != 0, dpdu, 1.0), 0.0)
+            hess = jtj_u * inv[:, None] * inv[None, :]
         hess = 0.5 * (hess + hess.T)
-        L = jnp.linalg.cholesky(hess)
-        ok = jnp.all(jnp.isfinite(L))
+        # scale to unit diagonal before the Cholesky so that parameters of very different
+        # magnitude (pixels, magnitudes, degrees) do not make it fail in float32
+        dg = jnp.sqrt(jnp.abs(jnp.diagonal(hess)))
+        dg = jnp.where(dg > 0, dg, 1.0)
+        hs = hess / dg[:, None] / dg[None, :]
+        L = jnp.linalg.cholesky(hs)
+        ok = jnp.all(jnp.isfinite(L)) & jnp.all(jnp.diagonal(hess) > 0)
         eye = jnp.eye(P, dtype=hess.dtype)
-        cov = 2.0 * jax.scipy.linalg.cho_solve((jnp.where(ok, L, eye), True), eye)
+        cov = jax.scipy.linalg.cho_solve((jnp.where(ok, L, eye), True), eye) / dg[:, None] / dg[None, :]
         cov = jnp.where(ok, cov, jnp.nan)
         status = jnp.where((status == SUCCESS) & ~ok, SINGULAR_HESSIAN, status)
     else:
@@ -119,6 +135,16 @@ def _fit_core(prob, u0, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_ba
         u0, fvals, data, sigma, mask, psf_fft, zp, gain, rn, sky)
 
 
+def _errors_mode(errors):
+    if errors in (None, False):
+        return False
+    if errors is True:
+        return "gn"
+    if errors not in ("gn", "hessian"):
+        raise ParameterError(f"errors must be 'gn', 'hessian' or None, got {errors!r}")
+    return errors
+
+
 def _per_galaxy(value, G, name, dtype):
     a = np.asarray(value, dtype=dtype)
     if a.ndim == 0:
@@ -131,7 +157,7 @@ def _per_galaxy(value, G, name, dtype):
 def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=None,
         gain=None, read_noise=0.0, sky=0.0, stat: str = "chi2", solver="lm", optimizer=None,
         max_iter: int | None = None, oversample: int = 1, sampling: Sampling | None = None,
-        errors: bool = True, scale_errors: bool = False) -> FitResult:
+        errors="gn", scale_errors: bool = False) -> FitResult:
     """Fit ``model`` to one galaxy (``data`` of shape (H, W)) or a batch ((G, H, W)).
 
     Args:
@@ -143,8 +169,8 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
         mask: boolean, True = pixel used; same shape as ``data`` (or (H, W) shared).
         psf: PSF image (odd sides, centre on the middle pixel; normalised with a warning) or a
             (G, h, w) cube, one per galaxy.
-        init: initial values ``{name: scalar or (G,) array}``; parameters without one get
-            automatic values from image moments.  Values outside the bounds are moved inside
+        init: initial values ``{name: scalar or (G,) array}``; parameters without one (or with
+            NaN for some galaxies) get automatic values from image moments.  Values outside the bounds are moved inside
             with a warning.
         zeropoint: magnitude zero point(s); required when the model has magnitudes.
         gain: electrons per image unit (for a sigma built from the data and for the
@@ -157,7 +183,11 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
         max_iter: iteration limit (default 100 for LM, 3000 for Optax).
         oversample: integer factor by which ``psf`` is finer than the image pixels.
         sampling: pixel-integration settings.
-        errors: compute the Hessian covariance.
+        errors: covariance of the physical parameters: ``"gn"`` (default) inverts the
+            Gauss-Newton Hessian ``2 J^T J`` at the optimum (what GALFIT and Imfit report; free,
+            since the solver has J); ``"hessian"`` inverts the full ``jax.hessian`` of the
+            statistic (includes the curvature of the model times the residuals; slow to
+            compile); ``None``/``False`` skips errors.  In both, cov = 2 H^-1.
         scale_errors: multiply the covariance by ``chi2_nu`` (errors by sqrt(chi2_nu)).
 
     Returns:
@@ -247,14 +277,15 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     given = {}
     for k, v in (init or {}).items():
         given[model.resolve(k, "init")] = _per_galaxy(v, G, f"init[{k!r}]", dtype)
-    need_guess = [n for n in model.param_names if n not in given and n not in dict(model.tied)
-                  and not (n in dict(model.fixed) and dict(model.fixed)[n] is not None)]
+    need_guess = [n for n in model.param_names if (n not in given or np.isnan(given[n]).any())
+                  and n not in dict(model.tied) and not (n in dict(model.fixed) and dict(model.fixed)[n] is not None)]
     guesses = ([guess_initial(model, d[g], m[g], zp_arr[g]) for g in range(G)] if need_guess else None)
     start = {}
     fixed_vals = dict(model.fixed)
     for n in model.param_names:
-        if n in given:
-            start[n] = given[n]
+        if n in given:  # a missing (NaN) value in the init table: the fitter chooses one
+            start[n] = (np.where(np.isnan(given[n]), [gs[n] for gs in guesses], given[n]).astype(dtype)
+                        if np.isnan(given[n]).any() else given[n])
         elif fixed_vals.get(n) is not None:
             start[n] = np.full(G, fixed_vals[n], dtype)
         elif n in dict(model.tied):
@@ -278,7 +309,7 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     prob = _Problem(model=model, shape=(H, W), psf_shape=psf_shape, oversample=int(oversample),
                     sampling=sampling or Sampling(), stat=stat, free=free, free_bounds=bounds,
                     fixed=fixed_names, tied=model.tied, solver=kind, optimizer=optimizer,
-                    max_iter=int(max_iter), errors=bool(errors))
+                    max_iter=int(max_iter), errors=_errors_mode(errors))
     pf, cov, value, n_iter, status = _fit_core(
         prob, jnp.asarray(u0), jnp.asarray(fvals), jnp.asarray(d), jnp.asarray(s), jnp.asarray(m),
         None if psf_arr is None else jnp.asarray(psf_arr), jnp.asarray(zp_arr), jnp.asarray(gain_arr),

@@ -128,7 +128,7 @@ def centre_params() -> tuple[Param, ...]:
 
 def shape_params(with_c0: bool = True) -> tuple[Param, ...]:
     ps = (
-        Param("q", 0.8, 0.02, 1.0, unit="", doc="axis ratio b/a"),
+        Param("q", 0.8, 0.02, 50.0, unit="", doc="axis ratio b/a (fitted in (0.02, 50); results report q <= 1 with pa + 90 and radii times q)"),
         Param("pa", 0.0, unit="deg", doc="position angle of the major axis, CCW from +y", periodic=180.0),
     )
     if with_c0:

@@ -1,0 +1,252 @@
+"""The ``galmoss-jax`` command: ``render``, ``fit`` and ``example``.
+
+Errors print one line (``galmoss-jax: error: ...``) and exit with status 2; ``--debug`` shows
+the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+
+import numpy as np
+
+from ._errors import GalmossError, InputFileError, ParameterError
+
+ZP_KEYS = ("MAGZPT", "MAGZP", "ZEROPT", "MAGZERO", "ZP")
+
+
+def _parse_assignments(text: str, option: str) -> dict[str, float]:
+    out = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "=" not in item:
+            raise ParameterError(f"{option}: expected NAME=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise ParameterError(f"{option}: value of {k.strip()!r} is not a number: {v!r}") from None
+    if not out:
+        raise ParameterError(f"{option}: no NAME=VALUE given")
+    return out
+
+
+def _parse_shape(text: str):
+    try:
+        h, w = (int(s) for s in text.split(","))
+    except ValueError:
+        raise ParameterError(f"--shape: expected H,W (two integers), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise ParameterError(f"--shape: sides must be positive, got {text!r}")
+    return h, w
+
+
+def _table_params(model, table, option):
+    """Parameter arrays from a table whose columns are ``component_param`` (or bare names)."""
+    params = {}
+    for col in table.colnames:
+        if col.endswith("_err") or col in ("id", "chi2", "chi2_nu", "dof", "n_iter", "status", "status_msg"):
+            continue
+        try:
+            full = model.resolve(col, option)
+        except ParameterError:
+            raise ParameterError(f"{option}: column {col!r} is not a parameter of the model "
+                                 f"(expected columns like {', '.join(n.replace('.', '_', 1) for n in model.param_names)})") from None
+        col_data = table[col]
+        vals = np.ma.filled(np.ma.asarray(col_data, dtype=float), np.nan)
+        params[full] = vals
+    return params
+
+
+def _zeropoint(args, image_path, model):
+    if args.zeropoint is not None:
+        return args.zeropoint
+    if image_path is not None:
+        from .io import read_header_value
+        v = read_header_value(image_path, ZP_KEYS)
+        if v is not None:
+            return float(v)
+    return None
+
+
+def cmd_render(args):
+    from .io import read_image, read_table, write_image
+    from .model import Model, render
+
+    model = Model(args.model)
+    shape = _parse_shape(args.shape)
+    if args.params is not None:
+        params = _parse_assignments(args.params, "--params")
+    else:
+        params = _table_params(model, read_table(args.params_table, name="--params-table"), "--params-table")
+    psf = read_image(args.psf, name="--psf") if args.psf else None
+    img = np.asarray(render(model, params, shape, psf=psf, zeropoint=args.zeropoint, oversample=args.oversample))
+    write_image(img, args.out, overwrite=args.overwrite)
+    print(f"wrote {args.out} {img.shape}")
+
+
+def _build_model(args):
+    from .model import Model
+
+    fixed, free, init = {}, [], {}
+    base = Model(args.model)
+    for item in args.fix or []:
+        if "=" in item:
+            k, v = item.split("=", 1)
+            fixed[k] = _parse_assignments(item, "--fix")[k]
+        else:
+            fixed[item] = None
+    for item in args.free or []:
+        if "=" in item:
+            k = item.split("=", 1)[0]
+            init[k] = _parse_assignments(item, "--free")[k]
+            free.append(k)
+        else:
+            free.append(item)
+    tied = {}
+    for item in args.tie or []:
+        if "=" not in item:
+            raise ParameterError(f"--tie: expected NAME=NAME, got {item!r}")
+        a, b = item.split("=", 1)
+        tied[a.strip()] = b.strip()
+    for k in list(fixed):
+        base.resolve(k, "--fix")
+    return Model(args.model, fixed=fixed, free=free, tied=tied), init
+
+
+def cmd_fit(args):
+    from .fit import fit
+    from .io import read_image, read_mask, read_table, write_imgblocks
+    from .results import write_table
+
+    if os.path.exists(args.out) and not args.overwrite:
+        raise InputFileError(f"--out: {args.out!r} exists; pass --overwrite to replace it")
+    model, init = _build_model(args)
+    data = read_image(args.image, name="IMAGE")
+    sigma = read_image(args.sigma, name="--sigma") if args.sigma else None
+    if sigma is None and args.gain is None and args.stat == "chi2":
+        raise ParameterError("give --sigma SIGMA or --gain G (sigma is then built from the data)")
+    mask = read_mask(args.mask, name="--mask") if args.mask else None
+    psf = read_image(args.psf, name="--psf") if args.psf else None
+    if args.init:
+        init.update(_table_params(model, read_table(args.init, name="--init"), "--init"))
+    zp = _zeropoint(args, args.image, model)
+    res = fit(model, data, sigma=sigma, mask=mask, psf=psf, init=init or None, zeropoint=zp,
+              gain=args.gain, read_noise=args.read_noise, sky=args.sky, stat=args.stat,
+              solver=args.solver, max_iter=args.max_iter, oversample=args.oversample,
+              scale_errors=args.scale_errors)
+    table = res.to_table()
+    write_table(table, args.out, overwrite=args.overwrite)
+    if args.imgblock:
+        from .likelihood import sigma_from_data
+        d3 = data if data.ndim == 3 else data[None]
+        s3 = sigma if sigma is not None else np.asarray(sigma_from_data(d3, args.gain, args.read_noise, args.sky))
+        m3 = np.ones(d3.shape, bool) if mask is None else np.broadcast_to(mask, d3.shape)
+        write_imgblocks(res, d3, np.broadcast_to(s3, d3.shape), m3 & np.isfinite(d3), args.imgblock, psf=psf,
+                        zeropoint=zp, oversample=args.oversample, overwrite=args.overwrite)
+    ok = int((res.status == 0).sum())
+    print(f"fitted {len(table)} galaxies ({ok} succeeded) -> {args.out}")
+
+
+def cmd_example(args):
+    """Fit the bundled SDSS galaxies: single Sérsic for all three, bulge + disk for J100247."""
+    from .fit import fit
+    from .io import read_image, read_mask, write_imgblocks
+    from .model import Model
+    from .results import write_table
+
+    here = os.path.join(os.path.dirname(__file__), "data", "sdss")
+    names = ["J092800.99+014011.9", "J100247.00+042559.8", "J162123.19+322056.4"]
+    labels = {"J162123.19+322056.4": 2}
+    data = np.stack([read_image(os.path.join(here, f"{n}_image.fits")) for n in names])
+    sigma = np.stack([read_image(os.path.join(here, f"{n}_sigma.fits")) for n in names])
+    psf = np.stack([read_image(os.path.join(here, f"{n}_psf.fits")) for n in names])
+    mask = np.stack([read_mask(os.path.join(here, f"{n}_mask.fits"), keep_labels=(0, labels.get(n, 1))) for n in names])
+    zp = 22.5  # nanomaggies
+    os.makedirs(args.out, exist_ok=True)
+    res = fit("sersic", data, sigma=sigma, mask=mask, psf=psf, zeropoint=zp)
+    t = res.to_table()
+    t.add_column(names, name="name", index=1)
+    write_table(t, os.path.join(args.out, "sersic.ecsv"), overwrite=True)
+    write_imgblocks(res, data, sigma, mask, os.path.join(args.out, "sersic"), psf=psf, zeropoint=zp,
+                    overwrite=True)
+    t.pprint(max_width=200)
+    g = 1
+    bd = Model("bulge:sersic+disk:exponential", tied={"disk.x0": "bulge.x0", "disk.y0": "bulge.y0"})
+    res2 = fit(bd, data[g], sigma=sigma[g], mask=mask[g], psf=psf[g], zeropoint=zp)
+    t2 = res2.to_table()
+    t2.add_column([names[g]], name="name", index=1)
+    write_table(t2, os.path.join(args.out, "bulge_disk.ecsv"), overwrite=True)
+    write_imgblocks(res2, data[g], sigma[g], mask[g], os.path.join(args.out, "bulge_disk"), psf=psf[g],
+                    zeropoint=zp, ids=[g], overwrite=True)
+    t2.pprint(max_width=200)
+    print(f"results and image blocks written under {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="galmoss-jax", description="Fit 2-D surface-brightness models to galaxy images.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("render", help="write a model image (GALFIT's model-only mode)")
+    r.add_argument("--model", required=True, help="profile name or named components, e.g. bulge:sersic+disk:exponential")
+    g = r.add_mutually_exclusive_group(required=True)
+    g.add_argument("--params", help="NAME=VALUE[,NAME=VALUE...]; NAME is component.param")
+    g.add_argument("--params-table", help="FITS/ECSV/CSV table, one galaxy per row, columns component_param")
+    r.add_argument("--shape", required=True, help="H,W in pixels")
+    r.add_argument("--zeropoint", type=float, help="magnitude zero point")
+    r.add_argument("--psf", help="PSF FITS image (odd sides, centred)")
+    r.add_argument("--oversample", type=int, default=1, help="PSF fine-sampling factor")
+    r.add_argument("--out", required=True, help="output FITS image")
+    r.add_argument("--overwrite", action="store_true")
+    r.set_defaults(func=cmd_render)
+
+    f = sub.add_parser("fit", help="fit a model to an image or a cube of galaxies")
+    f.add_argument("image", help="FITS image (H, W) or cube (G, H, W)")
+    f.add_argument("--sigma", help="1-sigma error map (FITS)")
+    f.add_argument("--gain", type=float, help="electrons per image unit (sigma from the data)")
+    f.add_argument("--read-noise", type=float, default=0.0, help="read noise, electrons")
+    f.add_argument("--sky", type=float, default=0.0, help="sky level already subtracted, image units")
+    f.add_argument("--psf", help="PSF FITS image or (G, h, w) cube")
+    f.add_argument("--oversample", type=int, default=1, help="PSF fine-sampling factor")
+    f.add_argument("--mask", help="bad-pixel mask (FITS, non-zero = bad)")
+    f.add_argument("--model", default="sersic", help="profile name or named components (default sersic)")
+    f.add_argument("--init", help="table of initial values, one row per galaxy, result-table column names")
+    f.add_argument("--fix", action="append", metavar="NAME[=VALUE]", help="hold a parameter fixed")
+    f.add_argument("--free", action="append", metavar="NAME[=VALUE]", help="free a parameter fixed by default")
+    f.add_argument("--tie", action="append", metavar="NAME=NAME", help="tie the first parameter to the second")
+    f.add_argument("--zeropoint", type=float, help="magnitude zero point (else from the FITS header)")
+    f.add_argument("--stat", default="chi2", choices=["chi2", "model-chi2", "poisson-mlr", "cash"])
+    f.add_argument("--solver", default="lm", choices=["lm", "adam"])
+    f.add_argument("--max-iter", type=int, default=None)
+    f.add_argument("--scale-errors", action="store_true", help="scale errors by sqrt(chi2_nu)")
+    f.add_argument("--imgblock", metavar="DIR", help="write per-galaxy image blocks into DIR")
+    f.add_argument("--out", required=True, help="result table (.fits, .ecsv, .csv, .parquet)")
+    f.add_argument("--overwrite", action="store_true")
+    f.set_defaults(func=cmd_fit)
+
+    e = sub.add_parser("example", help="fit the bundled SDSS galaxies (quick start)")
+    e.add_argument("--out", default="galmoss_jax_example", help="output directory")
+    e.set_defaults(func=cmd_example)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except GalmossError as e:
+        if args.debug:
+            raise
+        print(f"galmoss-jax: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""FITS and table input/output (Astropy), with checks that name the offending file."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+
+from ._errors import DataError, InputFileError, ShapeError
+
+
+def read_image(path, *, name: str = "image", allow_cube: bool = True) -> np.ndarray:
+    """Read the first image HDU of a FITS file as float64: (H, W), or (G, H, W) if allowed."""
+    from astropy.io import fits
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputFileError(f"{name}: file {path!r} does not exist")
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            data = next((h.data for h in hdul if getattr(h, "data", None) is not None and h.is_image), None)
+    except (OSError, ValueError, TypeError) as e:
+        raise InputFileError(f"{name}: {path!r} is not a readable FITS file ({e})") from None
+    if data is None:
+        raise InputFileError(f"{name}: {path!r} has no image data")
+    if not np.issubdtype(data.dtype, np.number):
+        raise DataError(f"{name}: {path!r} does not hold numeric pixels")
+    a = np.asarray(data, dtype=float)
+    ndims = (2, 3) if allow_cube else (2,)
+    if a.ndim not in ndims:
+        want = "a 2-D image or a (G, H, W) cube" if allow_cube else "a 2-D image"
+        raise ShapeError(f"{name}: {path!r} must be {want}, got shape {a.shape}")
+    if a.size == 0:
+        raise ShapeError(f"{name}: {path!r} is empty")
+    return a
+
+
+def read_mask(path, *, name: str = "mask", keep_labels=(0,)) -> np.ndarray:
+    """Read a GALFIT/Imfit bad-pixel mask (non-zero = bad) or a segmentation map as a boolean
+    array with True = pixel used.  ``keep_labels``: values that mark usable pixels (0 = sky; add
+    the target's label for a segmentation map)."""
+    a = read_image(path, name=name)
+    return np.isin(a, np.asarray(keep_labels, dtype=float))
+
+
+def read_header_value(path, keys, default=None):
+    """First of ``keys`` found in the primary/first image header of a FITS file."""
+    from astropy.io import fits
+
+    try:
+        with fits.open(os.fspath(path), memmap=False) as hdul:
+            for h in hdul:
+                for k in keys:
+                    if k in h.header:
+                        return h.header[k]
+    except (OSError, ValueError):
+        return default
+    return default
+
+
+def read_table(path, *, name: str = "table"):
+    """Read a FITS, ECSV, CSV or Parquet table into an :class:`astropy.table.Table`."""
+    from astropy.table import Table
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputFileError(f"{name}: file {path!r} does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    fmt = {".fits": "fits", ".fit": "fits", ".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".parquet": "parquet"}.get(ext)
+    try:
+        return Table.read(path, format=fmt) if fmt else Table.read(path)
+    except Exception as e:  # astropy raises many types for malformed files
+        raise InputFileError(f"{name}: cannot read {path!r} as a table ({e})") from None
+
+
+def write_fits_atomic(hdul, path, *, overwrite: bool = False):
+    """Write an HDUList so that the file appears complete or not at all."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not overwrite:
+        raise InputFileError(f"output {path!r} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputFileError(f"output directory {directory!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".fits", dir=directory)
+    os.close(fd)
+    try:
+        hdul.writeto(tmp, overwrite=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_image(image, path, *, header=None, overwrite: bool = False):
+    """Write an image or cube to a FITS file (atomically)."""
+    from astropy.io import fits
+
+    hdu = fits.PrimaryHDU(np.asarray(image), header=header)
+    write_fits_atomic(fits.HDUList([hdu]), path, overwrite=overwrite)
+
+
+def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint=None, oversample=1,
+                    ids=None, overwrite: bool = False):
+    """One multi-extension FITS per galaxy: DATA, MODEL, RESIDUAL, SIGMA, MASK and one
+    extension per component (each rendered alone, convolved where the profile is); the
+    best-fit parameters and errors go in the MODEL header (``COMP_PARAM`` keys)."""
+    from astropy.io import fits
+
+    from .model import Model, render
+
+    data = np.asarray(data, float)
+    if data.ndim == 2:
+        data, sigma, mask = data[None], np.asarray(sigma)[None], np.asarray(mask)[None]
+    G = data.shape[0]
+    shape = data.shape[1:]
+    model = result.model
+    values = {k: np.asarray(v) for k, v in result.values.items()}
+    errs = result.errors
+    full = np.asarray(render(model, values, shape, psf=psf, zeropoint=zeropoint, oversample=oversample))
+    comps = {}
+    for cname, spec in model.components:
+        sub = Model({cname: spec})
+        pv = {k: v for k, v in values.items() if k.startswith(cname + ".")}
+        comps[cname] = np.asarray(render(sub, pv, shape, psf=psf if spec.kind != "sky" else None,
+                                         zeropoint=zeropoint, oversample=oversample)) if (spec.kind != "point" or psf is not None) else None
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    table = result.to_table(ids)
+    for g in range(G):
+        gid = int(table["id"][g])
+        hdr = fits.Header()
+        hdr["MODEL"] = model.spec_string
+        hdr["CHI2"] = float(result.chi2[g])
+        hdr["CHI2NU"] = float(result.chi2_nu[g]) if np.isfinite(result.chi2_nu[g]) else -1.0
+        hdr["STATUS"] = int(result.status[g])
+        for n in model.param_names:
+            key = n.replace(".", "_", 1).upper()
+            hdr[f"HIERARCH {key}"] = float(values[n][g])
+            hdr[f"HIERARCH {key}_ERR"] = float(errs[n][g]) if np.isfinite(errs[n][g]) else -1.0
+        hdus = [fits.PrimaryHDU(header=hdr),
+                fits.ImageHDU(data[g], name="DATA"),
+                fits.ImageHDU(full[g], header=hdr, name="MODEL"),
+                fits.ImageHDU(np.where(mask[g], data[g] - full[g], 0.0), name="RESIDUAL"),
+                fits.ImageHDU(np.asarray(sigma[g], float), name="SIGMA"),
+                fits.ImageHDU(np.asarray(mask[g]).astype(np.uint8), name="MASK")]
+        for cname, img in comps.items():
+            if img is not None:
+                hdus.append(fits.ImageHDU(img[g], name=f"COMP_{cname.upper()}"[:68]))
+        path = os.path.join(directory, f"imgblock_{gid}.fits")
+        write_fits_atomic(fits.HDUList(hdus), path, overwrite=overwrite)
+        paths.append(path)
+    return paths
