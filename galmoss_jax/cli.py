@@ -177,7 +177,15 @@ def cmd_example(args):
     t.pprint(max_width=200)
     g = 1
     bd = Model("bulge:sersic+disk:exponential", tied={"disk.x0": "bulge.x0", "disk.y0": "bulge.y0"})
-    res2 = fit(bd, data[g], sigma=sigma[g], mask=mask[g], psf=psf[g], zeropoint=zp)
+    # start the decomposition from the single-Sérsic fit: a compact bulge and a larger disk
+    # sharing its light (automatic bulge/disk splits are the subject of later work)
+    single = {k: float(v[g]) for k, v in res.values.items()}
+    init = {"bulge.x0": single["sersic.x0"], "bulge.y0": single["sersic.y0"],
+            "bulge.mag": single["sersic.mag"] + 0.75, "bulge.r_e": 0.1 * single["sersic.r_e"],
+            "bulge.n": 4.0, "bulge.q": 0.9, "bulge.pa": single["sersic.pa"],
+            "disk.mag": single["sersic.mag"] + 0.75, "disk.r_s": 0.4 * single["sersic.r_e"],
+            "disk.q": min(single["sersic.q"], 0.8), "disk.pa": single["sersic.pa"]}
+    res2 = fit(bd, data[g], sigma=sigma[g], mask=mask[g], psf=psf[g], zeropoint=zp, init=init)
     t2 = res2.to_table()
     t2.add_column([names[g]], name="name", index=1)
     write_table(t2, os.path.join(args.out, "bulge_disk.ecsv"), overwrite=True)

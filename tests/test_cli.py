@@ -1,0 +1,78 @@
+"""The command line gives the same numbers as the Python API."""
+import os
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+import galmoss_jax as gj
+from galmoss_jax.cli import main
+from galmoss_jax.fit import fit
+
+IC = os.path.join(os.path.dirname(gj.__file__), "data", "ic3478")
+
+
+def test_render_cli_matches_python(tmp_path):
+    out = tmp_path / "m.fits"
+    params = "bulge.x0=15.3,bulge.y0=14.6,bulge.mag=18,bulge.r_e=2.5,bulge.n=3,bulge.q=0.7,bulge.pa=20," \
+             "disk.x0=15.3,disk.y0=14.6,disk.mag=17.5,disk.r_s=5,disk.q=0.4,disk.pa=-30"
+    assert main(["render", "--model", "bulge:sersic+disk:exponential", "--params", params,
+                 "--shape", "31,33", "--zeropoint", "25", "--out", str(out)]) == 0
+    img = fits.getdata(out)
+    p = {k: float(v) for k, v in (a.split("=") for a in params.split(","))}
+    ref = np.asarray(gj.render("bulge:sersic+disk:exponential", p, (31, 33), zeropoint=25.0))
+    assert img.shape == (31, 33)
+    np.testing.assert_allclose(img, ref, rtol=1e-12, atol=0)
+
+
+def test_render_cli_table_gives_cube(tmp_path):
+    t = Table({"sersic_x0": [10.0, 11.5], "sersic_y0": [10.0, 9.5], "sersic_mag": [18.0, 19.0],
+               "sersic_r_e": [2.0, 3.0], "sersic_n": [1.0, 4.0], "sersic_q": [0.5, 0.9], "sersic_pa": [0.0, 45.0]})
+    tp = tmp_path / "p.ecsv"
+    t.write(tp)
+    out = tmp_path / "cube.fits"
+    assert main(["render", "--model", "sersic", "--params-table", str(tp), "--shape", "21,21",
+                 "--zeropoint", "25", "--out", str(out)]) == 0
+    cube = fits.getdata(out)
+    assert cube.shape == (2, 21, 21)
+    one = np.asarray(gj.render("sersic", {c.replace("sersic_", ""): t[c][1] for c in t.colnames}, (21, 21), zeropoint=25.0))
+    np.testing.assert_allclose(cube[1], one, rtol=1e-12)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    rc = main(["render", "--model", "sersic", "--params", "r_e=2,bogus=1", "--shape", "9,9",
+               "--zeropoint", "25", "--out", str(tmp_path / "x.fits")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "unknown parameter 'bogus'" in err and "Traceback" not in err
+    rc = main(["fit", str(tmp_path / "missing.fits"), "--gain", "1", "--zeropoint", "20", "--out", str(tmp_path / "r.ecsv")])
+    assert rc == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_fit_cli_matches_python_on_ic3478(tmp_path):
+    """Same fit as tests/test_imfit_ic3478.py (masked, PSF), through the CLI."""
+    init = {"x0": 128.0, "y0": 128.0, "pa": 18.0, "q": 0.8, "n": 1.5, "r_e": 25.0, "mag": 10.0}
+    Table({f"sersic_{k}": [v] for k, v in init.items()}).write(tmp_path / "init.ecsv")
+    out = tmp_path / "res.ecsv"
+    with pytest.warns(UserWarning, match="normalised"):
+        rc = main(["fit", os.path.join(IC, "ic3478rss_256.fits"), "--gain", "4.725", "--read-noise", "4.3",
+                   "--sky", "130.14", "--mask", os.path.join(IC, "ic3478rss_256_mask.fits"),
+                   "--psf", os.path.join(IC, "psf_moffat_51.fits"), "--zeropoint", "20",
+                   "--init", str(tmp_path / "init.ecsv"), "--out", str(out), "--imgblock", str(tmp_path / "blk")])
+    assert rc == 0
+    cli = Table.read(out)
+    data = fits.getdata(os.path.join(IC, "ic3478rss_256.fits")).astype(float)
+    mask = fits.getdata(os.path.join(IC, "ic3478rss_256_mask.fits")) == 0
+    psf = fits.getdata(os.path.join(IC, "psf_moffat_51.fits")).astype(float)
+    with pytest.warns(UserWarning, match="normalised"):
+        py = fit("sersic", data, mask=mask, psf=psf, gain=4.725, read_noise=4.3, sky=130.14, zeropoint=20.0,
+                 init=init).to_table()
+    for c in ["sersic_x0", "sersic_y0", "sersic_mag", "sersic_r_e", "sersic_n", "sersic_q", "sersic_pa", "chi2",
+              "sersic_r_e_err", "sersic_n_err"]:
+        np.testing.assert_allclose(cli[c][0], py[c][0], rtol=1e-9, err_msg=c)
+    with fits.open(tmp_path / "blk" / "imgblock_0.fits") as hd:
+        names = [h.name for h in hd]
+        assert names[:4] == ["PRIMARY", "DATA", "MODEL", "RESIDUAL"] and "COMP_SERSIC" in names
+        np.testing.assert_allclose(hd["RESIDUAL"].data[mask], (hd["DATA"].data - hd["MODEL"].data)[mask])
