@@ -36,11 +36,12 @@ def _gauss_legendre01(n: int):
     return 0.5 * (t + 1.0), 0.5 * w
 
 
-def _corner_integrals(f, X, Y, k, n_theta, n_r):
-    """``C(X, Y)``: integral of ``f(dx, dy)`` over the rectangle between (0, 0) and (X, Y).
+def _corner_nodes(X, Y, k, n_theta, n_r):
+    """Quadrature nodes of the corner function ``C(X, Y) = int_0^X int_0^Y f`` and a function
+    that turns the values of ``f`` at those nodes into ``C``.
 
-    Signed: ``C`` changes sign with ``X`` and with ``Y``, so rectangle integrals follow by
-    inclusion-exclusion.  ``X, Y`` are arrays of the same shape (offsets from the centre).
+    ``C`` is signed (it changes sign with ``X`` and with ``Y``), so rectangle integrals follow by
+    inclusion-exclusion.  ``X, Y``: arrays of the same shape (offsets from the centre).
     """
     dtype = X.dtype
     tn, tw = (jnp.asarray(a, dtype) for a in _gauss_legendre01(n_theta))
@@ -57,25 +58,38 @@ def _corner_integrals(f, X, Y, k, n_theta, n_r):
     w_u = (uw * kk * un ** (2.0 * kk - 1.0))[:, None]         # (n_r, 1)
     t = tn[None, :]                                           # (1, n_theta)
     # triangle 1: far edge x = ax, y = s in [0, ay];  triangle 2: far edge y = ay, x = s in [0, ax]
-    x1, y1 = uk * ax, uk * (t * ay)
-    x2, y2 = uk * (t * ax), uk * ay
-    v1 = f(sx[..., None, None] * x1, sy[..., None, None] * y1)
-    v2 = f(sx[..., None, None] * x2, sy[..., None, None] * y2)
-    w_t = tw[None, :]
-    C = (jnp.sum(v1 * w_u * w_t, axis=(-2, -1)) + jnp.sum(v2 * w_u * w_t, axis=(-2, -1)))
-    C = C * ax[..., 0, 0] * ay[..., 0, 0] * sx * sy
-    return jnp.where(empty, 0.0, C)
+    sxe, sye = sx[..., None, None], sy[..., None, None]
+    full = jnp.broadcast_shapes(ax.shape, (n_r, n_theta))
+    dx = jnp.stack([jnp.broadcast_to(sxe * uk * ax, full), jnp.broadcast_to(sxe * uk * (t * ax), full)], axis=-3)
+    dy = jnp.stack([jnp.broadcast_to(sye * uk * (t * ay), full), jnp.broadcast_to(sye * uk * ay, full)], axis=-3)
+    w = w_u * tw[None, :]
+
+    def combine(vals):
+        C = jnp.sum(vals * w, axis=(-3, -2, -1)) * ax[..., 0, 0] * ay[..., 0, 0] * sx * sy
+        return jnp.where(empty, 0.0, C)
+
+    return dx, dy, combine
 
 
-def _gl_pixels(f, xc, yc, x_first, y_first, nx, ny, pixel, n, dtype):
-    """Tensor Gauss-Legendre (n x n) integrals over a (ny, nx) block of pixels."""
+def _corner_integrals(f, X, Y, k, n_theta, n_r):
+    """``C(X, Y)``: integral of ``f(dx, dy)`` over the rectangle between (0, 0) and (X, Y)."""
+    dx, dy, combine = _corner_nodes(X, Y, k, n_theta, n_r)
+    return combine(f(dx, dy))
+
+
+def _gl_nodes(x_first, y_first, nx, ny, pixel, n, dtype):
+    """Tensor Gauss-Legendre (n x n) nodes over a (ny, nx) block of pixels, and the combiner."""
     tb, wb = (jnp.asarray(a, dtype) for a in _gauss_legendre01(n))
     px = x_first + pixel * jnp.arange(nx, dtype=dtype)
     py = y_first + pixel * jnp.arange(ny, dtype=dtype)
     xs = (px[:, None] + pixel * (tb - 0.5)).reshape(-1)
     ys = (py[:, None] + pixel * (tb - 0.5)).reshape(-1)
-    vals = f(xs[None, :] - xc, ys[:, None] - yc).reshape(ny, n, nx, n)
-    return jnp.einsum("ianb,a,b->in", vals, wb, wb) * (pixel * pixel)
+    X, Y = jnp.broadcast_arrays(xs[None, :], ys[:, None])
+
+    def combine(vals):
+        return jnp.einsum("ianb,a,b->in", vals.reshape(ny, n, nx, n), wb, wb) * (pixel * pixel)
+
+    return X, Y, combine
 
 
 def _window_start(c, start, pixel, size, K):
@@ -90,7 +104,9 @@ def integrate_pixels(f, xc, yc, shape, *, x_start=0.0, y_start=0.0, pixel=1.0, g
 
     Args:
         f: ``f(dx, dy) -> surface brightness`` (per unit area in the caller's units), vectorised,
-            with ``dx, dy`` offsets from the profile centre.
+            with ``dx, dy`` offsets from the profile centre.  It is called ONCE, on the nodes of
+            all three quadratures at once, so that per-galaxy constants inside it are computed
+            once.
         xc, yc: profile centre (same coordinates as the grid).
         shape: static ``(H, W)``.
         x_start, y_start: coordinates of the centre of pixel ``[0, 0]``.
@@ -110,25 +126,43 @@ def integrate_pixels(f, xc, yc, shape, *, x_start=0.0, y_start=0.0, pixel=1.0, g
     dtype = jnp.result_type(xc, yc, float)
     xc = jnp.asarray(xc, dtype)
     yc = jnp.asarray(yc, dtype)
-    img = _gl_pixels(f, xc, yc, x_start, y_start, W, H, pixel, n_base, dtype)
+    stages = []  # (dx, dy, combine, (i0, j0) or None)
+    X, Y, comb = _gl_nodes(x_start, y_start, W, H, pixel, n_base, dtype)
+    stages.append((X - xc, Y - yc, comb, None))
 
     K2 = min(mid_window, H, W)
     if K2 > 0 and n_mid > n_base:
         j0 = _window_start(xc, x_start, pixel, W, K2)
         i0 = _window_start(yc, y_start, pixel, H, K2)
-        block = _gl_pixels(f, xc, yc, x_start + pixel * j0.astype(dtype), y_start + pixel * i0.astype(dtype),
-                           K2, K2, pixel, n_mid, dtype)
-        img = jax.lax.dynamic_update_slice(img, block.astype(img.dtype), (i0, j0))
+        X, Y, comb = _gl_nodes(x_start + pixel * j0.astype(dtype), y_start + pixel * i0.astype(dtype),
+                               K2, K2, pixel, n_mid, dtype)
+        stages.append((X - xc, Y - yc, comb, (i0, j0)))
 
     K = min(window, H, W)
-    if K <= 0:
-        return img
-    j0 = _window_start(xc, x_start, pixel, W, K)
-    i0 = _window_start(yc, y_start, pixel, H, K)
-    m = jnp.arange(K + 1, dtype=dtype)
-    cx = x_start + pixel * (j0.astype(dtype) + m - 0.5) - xc    # corner offsets (K + 1,)
-    cy = y_start + pixel * (i0.astype(dtype) + m - 0.5) - yc
-    CX, CY = jnp.meshgrid(cx, cy)                                # (K+1, K+1), [row, col]
-    C = _corner_integrals(f, CX, CY, grading, n_theta, n_r)
-    P = C[1:, 1:] - C[:-1, 1:] - C[1:, :-1] + C[:-1, :-1]
-    return jax.lax.dynamic_update_slice(img, P.astype(img.dtype), (i0, j0))
+    if K > 0:
+        j0 = _window_start(xc, x_start, pixel, W, K)
+        i0 = _window_start(yc, y_start, pixel, H, K)
+        m = jnp.arange(K + 1, dtype=dtype)
+        cx = x_start + pixel * (j0.astype(dtype) + m - 0.5) - xc    # corner offsets (K + 1,)
+        cy = y_start + pixel * (i0.astype(dtype) + m - 0.5) - yc
+        CX, CY = jnp.meshgrid(cx, cy)                                # (K+1, K+1), [row, col]
+        dx, dy, ccomb = _corner_nodes(CX, CY, grading, n_theta, n_r)
+
+        def comb_pixels(vals, ccomb=ccomb):
+            C = ccomb(vals)
+            return C[1:, 1:] - C[:-1, 1:] - C[1:, :-1] + C[:-1, :-1]
+
+        stages.append((dx, dy, comb_pixels, (i0, j0)))
+
+    # one evaluation of f on every node
+    sizes = [a.size for a, _, _, _ in stages]
+    vals = f(jnp.concatenate([a.reshape(-1) for a, _, _, _ in stages]),
+             jnp.concatenate([b.reshape(-1) for _, b, _, _ in stages]))
+    img = None
+    offset = 0
+    for (a, _, comb, where), n in zip(stages, sizes):
+        v = vals[offset: offset + n].reshape(a.shape)
+        offset += n
+        block = comb(v)
+        img = block if where is None else jax.lax.dynamic_update_slice(img, block.astype(img.dtype), where)
+    return img
