@@ -195,7 +195,7 @@ class Model:
             out[self.resolve(k, argument)] = v
         for n, v in self.fixed:
             if v is not None:
-                out[n] = out.get(n, v) if n in out and v is None else v
+                out[n] = v
             elif n not in out:
                 out[n] = self.param(n).default
         for a, b in self.tied:
