@@ -32,14 +32,29 @@ class Sampling:
 
     The defaults integrate Sérsic profiles with 0.3 <= n <= 8 and r_e >= 0.5 px to better than
     1e-3 of each pixel holding >= 1e-3 of the peak.
+
+    ``psf_window`` x ``psf_window`` pixels around each component's centre enter the PSF
+    convolution resolved into ``psf_subsample^2`` sub-pixels (see :func:`_render_one`), so that
+    compact, cuspy galaxies are convolved exactly with the band-limited PSF instead of as
+    pixel-integrated samples (GALFIT's and Imfit's approximation, which is off by up to a few
+    per cent of the peak for n >~ 2, r_e ~ 1 px).  ``psf_window=0`` reproduces that convention.
     """
 
     n_base: int = 3
     mid_window: int = 15
-    n_mid: int = 6
+    n_mid: int = 8
     window: int = 3
-    n_theta: int = 24
-    n_r: int = 16
+    n_theta: int = 48
+    n_r: int = 24
+    psf_window: int = 7
+    psf_subsample: int = 9
+
+    def quadrature(self) -> dict:
+        """Keyword arguments of :func:`galmoss_jax.sampling.integrate_pixels`."""
+        d = dataclasses.asdict(self)
+        d.pop("psf_window")
+        d.pop("psf_subsample")
+        return d
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,15 +293,38 @@ def _render_one(model: Model, p: Mapping, shape, psf_fft, psf_shape, oversample:
     y_start = -py - 0.5 + 0.5 * d
     surface = jnp.zeros((Hf, Wf), dtype)
     points = []
+    windows = []  # sub-pixel-resolved central windows, added in Fourier space
     sky = jnp.zeros((H, W), dtype)
+    quad = sampling.quadrature()
+    Kw = min(sampling.psf_window, Hf, Wf) if psf_fft is not None and sampling.psf_subsample > 1 else 0
     for cname, spec in model.components:
         cp = _component_params(p, cname)
         if spec.kind == "surface":
             fn = functools.partial(_bound_brightness, spec.brightness, cp, zeropoint)
             k = 1.0 if spec.grading is None else spec.grading(cp)
-            surface = surface + integrate_pixels(
-                fn, cp["x0"], cp["y0"], (Hf, Wf), x_start=x_start, y_start=y_start, pixel=d,
-                grading=k, **dataclasses.asdict(sampling))
+            if Kw > 0:
+                # split the profile smoothly: taper * profile near the centre (sub-pixel
+                # resolved), (1 - taper) * profile elsewhere (pixel samples); both parts are
+                # smooth where they meet, so neither adds spurious high frequencies.
+                s = sampling.psf_subsample
+                jc = jnp.round((cp["x0"] - x_start) / d).astype(jnp.int32)
+                ic = jnp.round((cp["y0"] - y_start) / d).astype(jnp.int32)
+                j0 = jnp.clip(jc - Kw // 2, 0, Wf - Kw)
+                i0 = jnp.clip(ic - Kw // 2, 0, Hf - Kw)
+                inside = (j0 == jc - Kw // 2) & (i0 == ic - Kw // 2)   # taper support in the grid
+                b = (Kw / 2.0 - 0.5) * d
+                taper = functools.partial(_taper, a=b / 3.0, b=b, on=inside)
+                f_in = functools.partial(_product, taper, fn)
+                f_out = functools.partial(_product, functools.partial(_one_minus, taper), fn)
+                fine = integrate_pixels(f_in, cp["x0"], cp["y0"], (s * Kw, s * Kw),
+                                        x_start=x_start + d * (j0.astype(dtype) - 0.5 + 0.5 / s),
+                                        y_start=y_start + d * (i0.astype(dtype) - 0.5 + 0.5 / s),
+                                        pixel=d / s, grading=k, **quad)
+                windows.append((fine, i0, j0))
+            else:
+                f_out = fn
+            surface = surface + integrate_pixels(f_out, cp["x0"], cp["y0"], (Hf, Wf), x_start=x_start,
+                                                 y_start=y_start, pixel=d, grading=k, **quad)
         elif spec.kind == "point":
             points.append((cp["x0"], cp["y0"], spec.total_flux(cp, zeropoint)))
         else:
@@ -296,13 +334,26 @@ def _render_one(model: Model, p: Mapping, shape, psf_fft, psf_shape, oversample:
     if psf_fft is None:
         return surface + sky
     ft = jnp.fft.rfft2(surface)
-    if points:
-        v = jnp.fft.fftfreq(Hf).astype(dtype)[:, None]
-        u = jnp.fft.rfftfreq(Wf).astype(dtype)[None, :]
-        for x0, y0, flux in points:
-            ix = (x0 - x_start) / d
-            iy = (y0 - y_start) / d
-            ft = ft + flux * jnp.exp(-2j * jnp.pi * (u * ix + v * iy))
+    v = jnp.fft.fftfreq(Hf).astype(dtype)[:, None]
+    u = jnp.fft.rfftfreq(Wf).astype(dtype)[None, :]
+    if windows:
+        # Fourier transform of each window's sub-pixel integrals at the grid's frequencies
+        # (a separable non-uniform DFT): the band-limited transform of the pixel-integrated
+        # profile, free of the aliasing that convolving pixel-integrated samples would add.
+        s = sampling.psf_subsample
+        sub = (jnp.arange(s * Kw, dtype=dtype) + 0.5) / s - 0.5     # sub-pixel centres, grid units
+        # sub-pixel integrals are samples of (profile (x) sub-pixel box): divide its transform
+        # sinc(nu / s) out (exact for profiles smooth on the sub-pixel scale), then apply the
+        # pixel's transform sinc(nu)
+        pix = (jnp.sinc(v) * jnp.sinc(u)) / (jnp.sinc(v / s) * jnp.sinc(u / s))
+        for fine, i0, j0 in windows:
+            ey = jnp.exp(-2j * jnp.pi * v * (i0.astype(dtype) + sub)[None, :])      # (Hf, sK)
+            ex = jnp.exp(-2j * jnp.pi * u.T * (j0.astype(dtype) + sub)[None, :])    # (Wf/2+1, sK)
+            ft = ft + pix * (ey @ fine.astype(ey.dtype) @ ex.T)
+    for x0, y0, flux in points:
+        ix = (x0 - x_start) / d
+        iy = (y0 - y_start) / d
+        ft = ft + flux * jnp.exp(-2j * jnp.pi * (u * ix + v * iy))
     conv = jnp.fft.irfft2(ft * psf_fft, s=(Hf, Wf))
     conv = conv[f * py: f * (py + H), f * px: f * (px + W)]
     if f > 1:
@@ -312,6 +363,25 @@ def _render_one(model: Model, p: Mapping, shape, psf_fft, psf_shape, oversample:
 
 def _bound_brightness(brightness, cp, zeropoint, dx, dy):
     return brightness(cp, dx, dy, zeropoint)
+
+
+def _smoothstep(t):
+    t = jnp.clip(t, 0.0, 1.0)
+    return t * t * t * (10.0 - 15.0 * t + 6.0 * t * t)   # C2: 0 -> 1 on [0, 1]
+
+
+def _taper(dx, dy, *, a, b, on):
+    """1 within |dx|, |dy| <= a of the centre, 0 beyond b, C2-smooth between; 0 if not ``on``."""
+    w = (1.0 - _smoothstep((jnp.abs(dx) - a) / (b - a))) * (1.0 - _smoothstep((jnp.abs(dy) - a) / (b - a)))
+    return jnp.where(on, w, 0.0)
+
+
+def _one_minus(f, dx, dy):
+    return 1.0 - f(dx, dy)
+
+
+def _product(f, g, dx, dy):
+    return f(dx, dy) * g(dx, dy)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "shape", "psf_shape", "oversample", "sampling", "batched", "psf_batched"))
@@ -364,7 +434,8 @@ def render(model, params, shape, *, psf=None, zeropoint=None, oversample: int = 
         raise ShapeError(f"shape must be (H, W) with positive sides, got {shape!r}")
     sampling = Sampling() if sampling is None else sampling
     full = model.complete(params)
-    arrays = {k: jnp.asarray(v) for k, v in full.items()}
+    # one dtype for every parameter (ints and float32 would otherwise compile again)
+    arrays = {k: jnp.asarray(v, dtype=jnp.result_type(float)) for k, v in full.items()}
     for k, v in arrays.items():
         if v.ndim > 1:
             raise ShapeError(f"params[{k!r}] must be a scalar or a 1-D array over galaxies, got shape {v.shape}")

@@ -99,7 +99,7 @@ def _window_start(c, start, pixel, size, K):
 
 
 def integrate_pixels(f, xc, yc, shape, *, x_start=0.0, y_start=0.0, pixel=1.0, grading=1.0,
-                     n_base=3, mid_window=15, n_mid=6, window=3, n_theta=24, n_r=16):
+                     n_base=3, mid_window=15, n_mid=8, window=3, n_theta=48, n_r=24):
     """Integrals of a surface brightness over the pixels of a grid.
 
     Args:

@@ -106,7 +106,7 @@ SERSIC = register_profile(ProfileSpec(
     name="sersic",
     params=centre_params() + (
         MAG,
-        Param("r_e", 5.0, 0.05, 500.0, unit="pixel", doc="effective (half-light) radius along the major axis"),
+        Param("r_e", 5.0, 0.2, 500.0, unit="pixel", doc="effective (half-light) radius along the major axis"),
         Param("n", 2.0, 0.2, 10.0, unit="", doc="Sérsic index"),
     ) + shape_params(),
     brightness=sersic_brightness,
@@ -125,7 +125,7 @@ DEVAUCOULEURS = register_profile(ProfileSpec(
     name="devaucouleurs",
     params=centre_params() + (
         MAG,
-        Param("r_e", 5.0, 0.05, 500.0, unit="pixel", doc="effective (half-light) radius along the major axis"),
+        Param("r_e", 5.0, 0.2, 500.0, unit="pixel", doc="effective (half-light) radius along the major axis"),
     ) + shape_params(),
     brightness=devaucouleurs_brightness,
     total_flux=_total_from_mag,
@@ -150,7 +150,7 @@ EXPONENTIAL = register_profile(ProfileSpec(
     name="exponential",
     params=centre_params() + (
         MAG,
-        Param("r_s", 5.0, 0.05, 500.0, unit="pixel", doc="scale length along the major axis"),
+        Param("r_s", 5.0, 0.2, 500.0, unit="pixel", doc="scale length along the major axis"),
     ) + shape_params(),
     brightness=exponential_brightness,
     total_flux=_total_from_mag,
@@ -178,7 +178,7 @@ GAUSSIAN = register_profile(ProfileSpec(
     name="gaussian",
     params=centre_params() + (
         MAG,
-        Param("fwhm", 3.0, 0.05, 500.0, unit="pixel", doc="full width at half maximum along the major axis"),
+        Param("fwhm", 3.0, 0.2, 500.0, unit="pixel", doc="full width at half maximum along the major axis"),
     ) + shape_params(),
     brightness=gaussian_brightness,
     total_flux=_total_from_mag,
@@ -204,7 +204,7 @@ MOFFAT = register_profile(ProfileSpec(
     name="moffat",
     params=centre_params() + (
         MAG,
-        Param("fwhm", 3.0, 0.05, 500.0, unit="pixel", doc="full width at half maximum along the major axis"),
+        Param("fwhm", 3.0, 0.2, 500.0, unit="pixel", doc="full width at half maximum along the major axis"),
         Param("beta", 3.0, 1.05, 20.0, unit="", doc="power-law index (GALFIT 'powerlaw')"),
     ) + shape_params(),
     brightness=moffat_brightness,
