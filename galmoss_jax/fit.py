@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import math
 import warnings
-from typing import Mapping
+
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,7 @@ import numpy as np
 
 from ._errors import DataError, ParameterError, PSFError, ShapeError
 from .init import guess_initial
-from .likelihood import STATISTICS, residuals, sigma_from_data, statistic_value
+from .likelihood import STATISTICS, residuals, statistic_value
 from .model import Model, Sampling, _render_one, as_model
 from .psf import check_psf, psf_padding, psf_transform
 from .results import FitResult, fold_axis_ratio

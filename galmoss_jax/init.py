@@ -71,7 +71,6 @@ def guess_initial(model: Model, data, mask, zeropoint) -> dict[str, float]:
         names = spec.param_names
         for pname in names:
             full = f"{c}.{pname}"
-            par = spec.param(pname)
             if pname == "x0":
                 v = m["x"]
             elif pname == "y0":

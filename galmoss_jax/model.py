@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import re
-import warnings
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ._errors import ParameterError, ProfileError, PSFError, ShapeError
 from .profiles import get_profile
@@ -90,8 +87,8 @@ class Model:
         fixed_map: dict[str, float | None] = {}
         for c, s in comps:
             for p in s.params:
-                if p.fixed:
-                    fixed_map[f"{c}.{p.name}"] = p.default
+                if p.fixed:  # fixed at its initial value (the default unless one is given)
+                    fixed_map[f"{c}.{p.name}"] = None
         for n in (free or ()):
             fixed_map.pop(self.resolve(n, "free"), None)
         if fixed is not None:
