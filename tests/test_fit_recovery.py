@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import math
-import time
 
 import galsim
 import numpy as np
@@ -252,18 +251,11 @@ def runs():
                               zeropoint=ZP, errors=False),
     }
 
-    def timed(f):
-        t = time.perf_counter()
-        r = f()
-        return r, time.perf_counter() - t
-
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {k: pool.submit(timed, f) for k, f in jobs.items()}
+        futures = {k: pool.submit(f) for k, f in jobs.items()}
         results = {k: f.result() for k, f in futures.items()}
-    for k, (_, dt) in results.items():
-        print(f"fit[{k}]: {dt:.1f} s (compile + run, concurrent)")
     out = dict(psf=psf, sersic=sb, bulge_disk=bd, bounds=bb)
-    out.update({f"fit_{k}": r for k, (r, _) in results.items()})
+    out.update({f"fit_{k}": r for k, r in results.items()})
     return out
 
 
