@@ -6,7 +6,6 @@ Imfit coordinates are 1-based (x0 = X0 - 1), ell = 1 - q, PA in the same convent
 import json
 import os
 
-import numpy as np
 import pytest
 from astropy.io import fits
 
