@@ -125,6 +125,9 @@ def write_table(table, path, *, overwrite: bool = False):
     try:
         table.write(tmp, format=_FORMATS[ext], overwrite=True)
         os.replace(tmp, path)
+    except ImportError as e:
+        os.remove(tmp)
+        raise GalmossError(f"output {path!r}: writing {ext} needs an optional package ({e})") from None
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
