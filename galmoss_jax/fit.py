@@ -22,7 +22,7 @@ from ._errors import DataError, ParameterError, PSFError, ShapeError
 from .init import guess_initial
 from .likelihood import STATISTICS, residuals, statistic_value
 from .model import Model, Sampling, _render_one, as_model
-from .psf import check_psf, psf_padding, psf_transform
+from .psf import check_psf, stamp_psf_transform
 from .results import FitResult, fold_axis_ratio
 from .solvers import levenberg_marquardt, optax_minimise
 from .solvers.lm import MAX_ITER, NONFINITE, STALLED, SUCCESS
@@ -126,9 +126,7 @@ def _solve_one(prob: _Problem, u0, fvals, data, sigma, mask, psf_fft, zp, gain, 
 def _fit_core(prob, u0, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched):
     psf_fft = None
     if psf is not None:
-        py, px = psf_padding(prob.psf_shape, prob.oversample)
-        fft_shape = (prob.oversample * (prob.shape[0] + 2 * py), prob.oversample * (prob.shape[1] + 2 * px))
-        psf_fft = psf_transform(psf, fft_shape)
+        psf_fft = stamp_psf_transform(psf, prob.shape, prob.oversample)
     in_psf = 0 if psf_batched else None
     fn = functools.partial(_solve_one, prob)
     return jax.vmap(fn, in_axes=(0, 0, 0, 0, 0, in_psf, 0, 0, 0, 0))(

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from ._errors import ParameterError, ProfileError, PSFError, ShapeError
 from .profiles import get_profile
 from .profiles._spec import ProfileSpec
-from .psf import check_psf, psf_padding, psf_transform
+from .psf import check_psf, psf_padding, stamp_psf_transform
 from .sampling import integrate_pixels
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
@@ -384,9 +384,7 @@ def _product(f, g, dx, dy):
 @functools.partial(jax.jit, static_argnames=("model", "shape", "psf_shape", "oversample", "sampling", "batched", "psf_batched"))
 def _render_jit(model, params, shape, psf, psf_shape, oversample, zeropoint, sampling, batched, psf_batched):
     if psf is not None:
-        py, px = psf_padding(psf_shape, oversample)
-        fft_shape = (oversample * (shape[0] + 2 * py), oversample * (shape[1] + 2 * px))
-        psf_fft = psf_transform(psf, fft_shape)
+        psf_fft = stamp_psf_transform(psf, shape, oversample)
     else:
         psf_fft = None
 

@@ -61,3 +61,14 @@ def psf_transform(psf, fft_shape):
     k = k.at[..., :h, :w].set(psf)
     k = jnp.roll(k, (-(h // 2), -(w // 2)), axis=(-2, -1))
     return jnp.fft.rfft2(k)
+
+
+def padded_shape(shape, psf_shape, oversample: int = 1) -> tuple[int, int]:
+    """Shape of the render grid: the stamp grown by the PSF half-width, times ``oversample``."""
+    py, px = psf_padding(psf_shape, oversample)
+    return oversample * (shape[0] + 2 * py), oversample * (shape[1] + 2 * px)
+
+
+def stamp_psf_transform(psf, shape, oversample: int = 1):
+    """rfft2 of ``psf`` ((h, w) or (G, h, w)) on the padded render grid of a ``shape`` stamp."""
+    return psf_transform(psf, padded_shape(shape, jnp.shape(psf), oversample))
