@@ -71,12 +71,6 @@ def _corner_nodes(X, Y, k, n_theta, n_r):
     return dx, dy, combine
 
 
-def _corner_integrals(f, X, Y, k, n_theta, n_r):
-    """``C(X, Y)``: integral of ``f(dx, dy)`` over the rectangle between (0, 0) and (X, Y)."""
-    dx, dy, combine = _corner_nodes(X, Y, k, n_theta, n_r)
-    return combine(f(dx, dy))
-
-
 def _gl_nodes(x_first, y_first, nx, ny, pixel, n, dtype):
     """Tensor Gauss-Legendre (n x n) nodes over a (ny, nx) block of pixels, and the combiner."""
     tb, wb = (jnp.asarray(a, dtype) for a in _gauss_legendre01(n))
