@@ -28,16 +28,27 @@ class Sampling:
     """Settings of the pixel integration (see :func:`galmoss_jax.sampling.integrate_pixels`).
 
     The defaults integrate Sérsic profiles with 0.3 <= n <= 8 and r_e >= 0.5 px to better than
-    1e-3 of each pixel holding >= 1e-3 of the peak.
+    1e-3 of each pixel holding >= 1e-3 of the peak: every pixel by the sixth-order corrected
+    midpoint rule (``n_base=0``, one profile evaluation per pixel), the ``ring_window``-pixel
+    square around the centre by ``n_ring^2`` Gauss-Legendre points, the ``mid_window`` square
+    by ``n_mid^2`` points and the ``window`` square by the polar corner rule.  ``n_base=3,
+    ring_window=0`` is the previous rule (3x3 Gauss-Legendre points in every pixel), about
+    three times slower for the same accuracy.
 
     ``psf_window`` x ``psf_window`` pixels around each component's centre enter the PSF
     convolution resolved into ``psf_subsample^2`` sub-pixels (see :func:`_render_one`), so that
     compact, cuspy galaxies are convolved exactly with the band-limited PSF instead of as
     pixel-integrated samples (GALFIT's and Imfit's approximation, which is off by up to a few
     per cent of the peak for n >~ 2, r_e ~ 1 px).  ``psf_window=0`` reproduces that convention.
+    The sub-pixel grid is integrated with the same rules, its central ``fine_mid_window``
+    sub-pixels by ``n_mid^2`` points (no ring: the profile is smooth on the sub-pixel scale
+    away from the centre); the image grid's central pixels, where the window has taken the
+    light, then need no corner rule.
     """
 
-    n_base: int = 3
+    n_base: int = 0
+    ring_window: int = 31
+    n_ring: int = 3
     mid_window: int = 15
     n_mid: int = 8
     window: int = 3
@@ -45,12 +56,19 @@ class Sampling:
     n_r: int = 24
     psf_window: int = 7
     psf_subsample: int = 9
+    fine_mid_window: int = 9
 
-    def quadrature(self) -> dict:
-        """Keyword arguments of :func:`galmoss_jax.sampling.integrate_pixels`."""
+    def quadrature(self, *, psf_window_on: bool = False, fine: bool = False) -> dict:
+        """Keyword arguments of :func:`galmoss_jax.sampling.integrate_pixels`: for the image
+        grid (``fine=False``; ``psf_window_on`` when a sub-pixel PSF window takes the centre)
+        or for the sub-pixel grid of that window (``fine=True``)."""
         d = dataclasses.asdict(self)
-        d.pop("psf_window")
-        d.pop("psf_subsample")
+        for k in ("psf_window", "psf_subsample", "fine_mid_window"):
+            d.pop(k)
+        if fine:
+            d.update(ring_window=0, mid_window=self.fine_mid_window)
+        elif psf_window_on:
+            d.update(window=0)
         return d
 
 
@@ -292,8 +310,8 @@ def _render_one(model: Model, p: Mapping, shape, psf_fft, psf_shape, oversample:
     points = []
     windows = []  # sub-pixel-resolved central windows, added in Fourier space
     sky = jnp.zeros((H, W), dtype)
-    quad = sampling.quadrature()
     Kw = min(sampling.psf_window, Hf, Wf) if psf_fft is not None and sampling.psf_subsample > 1 else 0
+    quad = sampling.quadrature(psf_window_on=Kw > 0)
     for cname, spec in model.components:
         cp = _component_params(p, cname)
         if spec.kind == "surface":
@@ -316,7 +334,7 @@ def _render_one(model: Model, p: Mapping, shape, psf_fft, psf_shape, oversample:
                 fine = integrate_pixels(f_in, cp["x0"], cp["y0"], (s * Kw, s * Kw),
                                         x_start=x_start + d * (j0.astype(dtype) - 0.5 + 0.5 / s),
                                         y_start=y_start + d * (i0.astype(dtype) - 0.5 + 0.5 / s),
-                                        pixel=d / s, grading=k, **quad)
+                                        pixel=d / s, grading=k, **sampling.quadrature(fine=True))
                 windows.append((fine, i0, j0))
             else:
                 f_out = fn
