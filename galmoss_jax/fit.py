@@ -133,6 +133,38 @@ def _fit_core(prob, u0, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_ba
         u0, fvals, data, sigma, mask, psf_fft, zp, gain, rn, sky)
 
 
+def _chunk_size(chunk_size, G: int) -> int:
+    """Galaxies per call of the compiled core.  On CPU small chunks are faster per galaxy
+    (measured 2x at 128x128 from G = 16 to G = 1: the Jacobian's working set stays in cache,
+    and a vmapped while_loop runs every member until the slowest stops); accelerators want
+    the whole batch at once."""
+    if chunk_size is None:
+        chunk_size = 2 if jax.default_backend() == "cpu" else G
+    chunk_size = int(chunk_size)
+    if chunk_size < 1:
+        raise ParameterError(f"chunk_size must be a positive integer, got {chunk_size}")
+    return min(chunk_size, G)
+
+
+def _run_chunks(prob, per_galaxy, psf, psf_batched, chunk):
+    """``_fit_core`` over consecutive chunks of ``chunk`` galaxies (the last one padded with
+    copies of its last galaxy, so that every call has the same shapes and one compile serves
+    all), concatenated on the host."""
+    G = per_galaxy[0].shape[0]
+    outs = []
+    for a in range(0, G, chunk):
+        idx = np.minimum(np.arange(a, a + chunk), G - 1)
+        arrs = [jnp.asarray(x[idx]) for x in per_galaxy]
+        u0, fvals, d, s, m = arrs[:5]
+        k = arrs[5] if psf_batched else (None if psf is None else jnp.asarray(psf))
+        zp, gain, rn, sky = arrs[-4:]
+        res = _fit_core(prob, u0, fvals, d, s, m, k, zp, gain, rn, sky, psf_batched)
+        n_real = min(chunk, G - a)
+        outs.append([np.asarray(r)[:n_real] for r in res])
+    pf, cov, value, n_iter, status = (np.concatenate(parts) for parts in zip(*outs))
+    return pf, cov, value, n_iter.astype(np.int32), status.astype(np.int32)
+
+
 def _errors_mode(errors):
     if errors in (None, False):
         return False
@@ -155,7 +187,7 @@ def _per_galaxy(value, G, name, dtype):
 def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=None,
         gain=None, read_noise=0.0, sky=0.0, stat: str = "chi2", solver="lm", optimizer=None,
         max_iter: int | None = None, oversample: int = 1, sampling: Sampling | None = None,
-        errors="gn", scale_errors: bool = False) -> FitResult:
+        errors="gn", scale_errors: bool = False, chunk_size: int | None = None) -> FitResult:
     """Fit ``model`` to one galaxy (``data`` of shape (H, W)) or a batch ((G, H, W)).
 
     Args:
@@ -187,6 +219,9 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             statistic (includes the curvature of the model times the residuals; slow to
             compile); ``None``/``False`` skips errors.  In both, cov = 2 H^-1.
         scale_errors: multiply the covariance by ``chi2_nu`` (errors by sqrt(chi2_nu)).
+        chunk_size: galaxies per call of the compiled solver (default: 2 on CPU, where small
+            chunks are faster per galaxy, the whole batch on a GPU).  The results do not
+            depend on it beyond float rounding.
 
     Returns:
         :class:`FitResult` with best-fit values, errors, covariance, statistic, dof, iterations
@@ -308,12 +343,9 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
                     sampling=sampling or Sampling(), stat=stat, free=free, free_bounds=bounds,
                     fixed=fixed_names, tied=model.tied, solver=kind, optimizer=optimizer,
                     max_iter=int(max_iter), errors=_errors_mode(errors))
-    pf, cov, value, n_iter, status = _fit_core(
-        prob, jnp.asarray(u0), jnp.asarray(fvals), jnp.asarray(d), jnp.asarray(s), jnp.asarray(m),
-        None if psf_arr is None else jnp.asarray(psf_arr), jnp.asarray(zp_arr), jnp.asarray(gain_arr),
-        jnp.asarray(rn_arr), jnp.asarray(sky_arr), psf_batched)
-    pf, cov, value = np.asarray(pf), np.asarray(cov), np.asarray(value)
-    n_iter, status = np.asarray(n_iter).astype(np.int32), np.asarray(status).astype(np.int32)
+    per_galaxy = [u0, fvals, d, s, m] + ([psf_arr] if psf_batched else []) + [zp_arr, gain_arr, rn_arr, sky_arr]
+    pf, cov, value, n_iter, status = _run_chunks(prob, per_galaxy, psf_arr, psf_batched,
+                                                 _chunk_size(chunk_size, G))
     n_used = m.reshape(G, -1).sum(axis=1)
     dof = (n_used - len(free)).astype(np.int64)
     status = np.where(n_used == 0, NO_DATA, status).astype(np.int32)

@@ -42,8 +42,10 @@ class Sampling:
     per cent of the peak for n >~ 2, r_e ~ 1 px).  ``psf_window=0`` reproduces that convention.
     The sub-pixel grid is integrated with the same rules, its central ``fine_mid_window``
     sub-pixels by ``n_mid^2`` points (no ring: the profile is smooth on the sub-pixel scale
-    away from the centre); the image grid's central pixels, where the window has taken the
-    light, then need no corner rule.
+    away from the centre) and its corner rule with ``fine_n_theta x fine_n_r`` nodes (on that
+    grid a profile is ``psf_subsample`` times wider in grid units, so fewer nodes reach the
+    same accuracy); the image grid's central pixels, where the window has taken the light,
+    then need no corner rule.
     """
 
     n_base: int = 0
@@ -57,16 +59,18 @@ class Sampling:
     psf_window: int = 7
     psf_subsample: int = 9
     fine_mid_window: int = 9
+    fine_n_theta: int = 24
+    fine_n_r: int = 12
 
     def quadrature(self, *, psf_window_on: bool = False, fine: bool = False) -> dict:
         """Keyword arguments of :func:`galmoss_jax.sampling.integrate_pixels`: for the image
         grid (``fine=False``; ``psf_window_on`` when a sub-pixel PSF window takes the centre)
         or for the sub-pixel grid of that window (``fine=True``)."""
         d = dataclasses.asdict(self)
-        for k in ("psf_window", "psf_subsample", "fine_mid_window"):
+        for k in ("psf_window", "psf_subsample", "fine_mid_window", "fine_n_theta", "fine_n_r"):
             d.pop(k)
         if fine:
-            d.update(ring_window=0, mid_window=self.fine_mid_window)
+            d.update(ring_window=0, mid_window=self.fine_mid_window, n_theta=self.fine_n_theta, n_r=self.fine_n_r)
         elif psf_window_on:
             d.update(window=0)
         return d
