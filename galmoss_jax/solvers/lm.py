@@ -227,30 +227,35 @@ def levenberg_marquardt(
         pred = quad + 2 * lam * jnp.sum(dd * du * du)
         return du, pred
 
-    # ---- start -------------------------------------------------------------------
-    chi2_0, jtj_0, g_0, ok_0 = evaluate(u0)
-    finite0 = ok_0 & _all_finite(u0)
-    conv0 = finite0 & _gtol_met(chi2_0, jtj_0, g_0, gtol_)
-    maxed0 = finite0 & ~conv0 & (max_iter <= 0)
-    status0 = jnp.where(
-        ~finite0, NONFINITE, jnp.where(conv0, SUCCESS, MAX_ITER)
-    ).astype(jnp.int32)
-    done0 = ~finite0 | conv0 | maxed0
-    lam0 = jnp.asarray(lambda0, dtype)
-
-    state0 = (u0, chi2_0, jtj_0, g_0, lam0, jnp.int32(0), status0, done0)
+    # ---- loop ----------------------------------------------------------------------
+    # The start is the loop's first pass (``started`` False: a zero step, so the trial point
+    # is u0 and its evaluation fills the state), so that the residual + Jacobian graph is
+    # traced and compiled once, not twice: that halves the compile time of a fit.
+    zero = jnp.zeros((), dtype)
+    state0 = (u0, jnp.asarray(jnp.inf, dtype), jnp.zeros((n_par, n_par), dtype), jnp.zeros((n_par,), dtype),
+              jnp.asarray(lambda0, dtype), jnp.int32(0), jnp.int32(MAX_ITER), jnp.asarray(False),
+              jnp.asarray(False))
 
     def cond(state):
-        return ~state[-1]
+        return ~state[-2]
 
     def body(state):
-        u, chi2, jtj, g, lam, n_it, status, done = state
-        du, pred = damped_step(jtj, g, lam)
-        step_ok = _all_finite(du) & jnp.isfinite(pred) & ~done
+        u, chi2, jtj, g, lam, n_it, status, done, started = state
+        du, pred = damped_step(jnp.where(started, jtj, eye), g, lam)
+        step_ok = _all_finite(du) & jnp.isfinite(pred) & ~done & started
         du = jnp.where(step_ok, du, 0)  # never evaluate the model at a NaN point
         pred = jnp.where(step_ok, pred, 0)
         u_t = u + du
         chi2_t, jtj_t, g_t, ok_t = evaluate(u_t)
+
+        # first pass: the state at u0
+        finite0 = ok_t & _all_finite(u0)
+        conv0 = finite0 & _gtol_met(chi2_t, jtj_t, g_t, gtol_)
+        maxed0 = finite0 & ~conv0 & (max_iter <= 0)
+        status0 = jnp.where(~finite0, NONFINITE, jnp.where(conv0, SUCCESS, MAX_ITER)).astype(jnp.int32)
+        first = (u0, jnp.where(finite0, chi2_t, zero), jnp.where(finite0, jtj_t, 0), jnp.where(finite0, g_t, 0),
+                 lam, n_it, status0, ~finite0 | conv0 | maxed0, jnp.asarray(True))
+
         trial_ok = step_ok & ok_t
         accept = trial_ok & (chi2_t < chi2)
 
@@ -275,9 +280,10 @@ def levenberg_marquardt(
         ).astype(jnp.int32)
         done_n = conv | stalled | maxed
 
-        new = (u_n, chi2_n, jtj_n, g_n, lam_n, n_n, status_n, done_n)
+        new = (u_n, chi2_n, jtj_n, g_n, lam_n, n_n, status_n, done_n, started)
+        new = tuple(jnp.where(started, nw, f) for nw, f in zip(new, first))
         # A member that has stopped must not change: guard with its own flag.
         return tuple(jnp.where(done, o, nw) for o, nw in zip(state, new))
 
-    u, chi2, jtj, g, lam, n_it, status, _ = jax.lax.while_loop(cond, body, state0)
+    u, chi2, jtj, g, lam, n_it, status, _, _ = jax.lax.while_loop(cond, body, state0)
     return LMResult(u=u, chi2=chi2, n_iter=n_it, status=status, jtj=jtj, grad=2 * g, lam=lam)
