@@ -1,10 +1,16 @@
 """Exact pixel integration of a profile, with fixed array shapes (jit- and vmap-friendly).
 
 Each pixel's value is the integral of the surface brightness over the pixel's area, not the
-value at its centre.  Two fixed-size quadratures do this:
+value at its centre.  Nested fixed-size quadratures do this, each finer one overwriting a
+smaller square around the profile centre:
 
-* every pixel: an ``n_base x n_base`` Gauss-Legendre rule (exact for polynomials of degree
-  ``2 n_base - 1`` in each axis; profiles are smooth on the pixel scale away from the centre);
+* every pixel: the sixth-order corrected midpoint rule (``n_base=0``, the default: one
+  evaluation per pixel, the centre values of each pixel and its neighbours two deep weighted
+  so that the rule is exact for quintics), or an ``n_base x n_base`` Gauss-Legendre rule;
+  profiles are smooth on the pixel scale away from the centre;
+* a ``ring_window`` square: ``n_ring x n_ring`` Gauss-Legendre points (the tails of compact
+  low-n profiles, which still curve on the pixel scale);
+* a ``mid_window`` square: ``n_mid x n_mid`` Gauss-Legendre points (steep, not singular);
 * a ``window x window`` block of pixels around the profile centre, where profiles are steep
   or cuspy (Sérsic n >> 1, Nuker cusps): the integral over any rectangle is written with the
   corner function ``C(X, Y) = int_0^X int_0^Y f`` measured from the profile centre,
@@ -17,7 +23,9 @@ value at its centre.  Two fixed-size quadratures do this:
 
 This replaces the nested sub-pixel grids of GALFIT and Imfit (Imfit: 20x20 sub-pixels within
 4 px of the centre): it reaches 1e-5 relative on the central pixels of n = 8 profiles at a fixed
-cost of ``(window + 1)^2 * 2 * n_theta * n_r`` evaluations, independent of the profile.
+cost of ``(window + 1)^2 * 2 * n_theta * n_r`` evaluations, independent of the profile.  On a
+168 x 168 padded grid the defaults evaluate the profile ~0.1 M times (3x3 Gauss-Legendre on
+every pixel: ~0.3 M), and a Jacobian of the render costs about a third of what it did then.
 Written by hand: no library offers a vmappable fixed-shape pixel integrator of this kind.
 """
 from __future__ import annotations
@@ -110,6 +118,12 @@ def _midpoint6_nodes(x_first, y_first, nx, ny, pixel, dtype):
     def combine(vals):
         rows = w2 * (vals[:-4] + vals[4:]) + w1 * (vals[1:-3] + vals[3:-1]) + w0 * vals[2:-2]
         cols = w2 * (rows[:, :-4] + rows[:, 4:]) + w1 * (rows[:, 1:-3] + rows[:, 3:-1]) + w0 * rows[:, 2:-2]
+        # the outer weights are negative: where the profile falls by >~ 300x over two pixels
+        # (the far tail of a very compact profile, a truncation edge) the corrected value
+        # could take the wrong sign; keep the centre value there, so that a positive profile
+        # never integrates to a negative pixel (Poisson statistics take its logarithm)
+        centre = vals[2:-2, 2:-2]
+        cols = jnp.where((cols < 0) != (centre < 0), centre, cols)
         return cols * (pixel * pixel)
 
     return X, Y, combine
