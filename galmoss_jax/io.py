@@ -60,7 +60,8 @@ def read_header_value(path, keys, default=None):
 
 
 def read_table(path, *, name: str = "table"):
-    """Read a FITS, ECSV, CSV or Parquet table into an :class:`astropy.table.Table`."""
+    """Read a FITS, ECSV, CSV or Parquet table into an :class:`astropy.table.Table` (text
+    columns as ``str`` whatever the format)."""
     from astropy.table import Table
 
     path = os.fspath(path)
@@ -69,9 +70,11 @@ def read_table(path, *, name: str = "table"):
     ext = os.path.splitext(path)[1].lower()
     fmt = {".fits": "fits", ".fit": "fits", ".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".parquet": "parquet"}.get(ext)
     try:
-        return Table.read(path, format=fmt) if fmt else Table.read(path)
+        table = Table.read(path, format=fmt) if fmt else Table.read(path)
     except Exception as e:  # astropy raises many types for malformed files
         raise InputFileError(f"{name}: cannot read {path!r} as a table ({e})") from None
+    table.convert_bytestring_to_unicode()  # FITS text columns come back as bytes
+    return table
 
 
 def check_output(path, *, overwrite: bool = False, name: str = "output") -> str:

@@ -48,8 +48,9 @@ def to_unconstrained(p, lo: float, hi: float):
 
 
 def _inv_softplus(y):
-    # log(exp(y) - 1), stable for large and small y
-    return jnp.where(y > 20.0, y, jnp.log(jnp.expm1(jnp.minimum(y, 20.0))))
+    # log(exp(y) - 1) = y + log(1 - exp(-y)): no overflow for large y, exact to rounding for
+    # every y > 0 (a cut-over to plain y at some threshold would be off by exp(-threshold))
+    return y + jnp.log(-jnp.expm1(-y))
 
 
 def clip_inside(p, lo: float, hi: float, frac: float = 1e-6):
