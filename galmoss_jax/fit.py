@@ -170,7 +170,10 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             sky component.
         sigma: 1-sigma error per pixel, same shape as ``data`` (or (H, W) shared).  If None,
             built from the data with ``gain``, ``read_noise`` and ``sky`` as GALFIT/Imfit do.
-        mask: boolean, True = pixel used; same shape as ``data`` (or (H, W) shared).
+            Pixels with sigma <= 0 or non-finite are masked with a warning (an error if that
+            leaves no pixel at all); so are non-finite data pixels.
+        mask: boolean, True = pixel used; same shape as ``data`` (or (H, W) shared).  A galaxy
+            left without pixels gets status 5 in its row.
         psf: PSF image (odd sides, centre on the middle pixel; normalised with a warning) or a
             (G, h, w) cube, one per galaxy.
         init: initial values ``{name: scalar or (G,) array}``; parameters without one (or with

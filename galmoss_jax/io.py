@@ -160,9 +160,11 @@ def write_image(image, path, *, header=None, overwrite: bool = False, name: str 
 
 def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint=None, oversample=1,
                     ids=None, overwrite: bool = False):
-    """One multi-extension FITS per galaxy: DATA, MODEL, RESIDUAL, SIGMA, MASK and one
-    extension per component (each rendered alone, convolved where the profile is); the
-    best-fit parameters and errors go in the MODEL header (``COMP_PARAM`` keys)."""
+    """One multi-extension FITS per galaxy, ``directory/imgblock_<id>.fits``: DATA, MODEL,
+    RESIDUAL, SIGMA, MASK and one extension per component (each rendered alone, convolved
+    where the profile is); the best-fit parameters and errors go in the MODEL header
+    (``COMP_PARAM`` keys).  All blocks are written or none (:func:`write_atomic`); existing
+    blocks are refused before any work unless ``overwrite``."""
     from astropy.io import fits
 
     from .model import Model, render

@@ -66,10 +66,13 @@ class Model:
             pairs, or a spec string ``"bulge:sersic+disk:exponential"``.  Profiles may be
             names or :class:`ProfileSpec` objects.
         fixed: parameters held fixed: a mapping ``name -> value`` (``None`` = fixed at the
-            initial value) or an iterable of names.
+            initial value) or an iterable of names.  A value must be finite and inside the
+            parameter's bounds.
         free: parameters fixed by default (``c0``, sky gradients in some models) to free.
-        tied: ``{"disk.x0": "bulge.x0"}``: the first parameter equals the second.
-        bounds: ``{"bulge.n": (0.5, 6)}``: fitting bounds overriding the profile defaults.
+        tied: ``{"disk.x0": "bulge.x0"}``: the first parameter equals the second (chains are
+            followed; cycles, and a parameter both tied and fixed, are refused).
+        bounds: ``{"bulge.n": (0.5, 6)}``: fitting bounds overriding the profile defaults,
+            lower < upper; not for angles (``pa``), which are fitted without bounds.
 
     Parameter names are ``"component.param"``; a one-component model also accepts bare
     names (``"r_e"``).
@@ -455,6 +458,9 @@ def render(model, params, shape, *, psf=None, zeropoint=None, oversample: int = 
     Returns:
         ``(H, W)`` for one galaxy (all parameters scalar), else ``(G, H, W)``; image units per
         pixel.
+
+    Raises :class:`ParameterError` for a parameter that is not a finite number, not positive
+    where its bounds are (radii, ``q``, ``n``, ...), or that gives a non-finite image.
     """
     model = as_model(model)
     try:
