@@ -136,8 +136,8 @@ def write_fits_atomic(hdul, path, *, overwrite: bool = False, name: str = "outpu
 
 def imgblock_paths(directory, ids, *, overwrite: bool = False, name: str = "imgblock"):
     """Paths of the image blocks ``imgblock_<id>.fits`` in ``directory``, checked before any
-    work is done: the directory must be a directory (created if missing, with its parents),
-    and no block may exist unless ``overwrite``."""
+    work is done: ``directory`` must be a directory or not exist yet (it is created when the
+    blocks are written), and no block may exist unless ``overwrite``."""
     directory = os.fspath(directory)
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise OutputFileError(f"{name}: {directory!r} exists and is not a directory")
