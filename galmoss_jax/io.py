@@ -158,6 +158,13 @@ def write_image(image, path, *, header=None, overwrite: bool = False, name: str 
     write_fits_atomic(fits.HDUList([hdu]), path, overwrite=overwrite, name=name)
 
 
+def _header_float(v) -> float:
+    """A value for a FITS header, which cannot hold NaN or inf: those become -1 (the row's
+    STATUS says why)."""
+    v = float(v)
+    return v if np.isfinite(v) else -1.0
+
+
 def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint=None, oversample=1,
                     ids=None, overwrite: bool = False):
     """One multi-extension FITS per galaxy, ``directory/imgblock_<id>.fits``: DATA, MODEL,
@@ -194,13 +201,13 @@ def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint
     for g in range(G):
         hdr = fits.Header()
         hdr["MODEL"] = model.spec_string
-        hdr["CHI2"] = float(result.chi2[g])
-        hdr["CHI2NU"] = float(result.chi2_nu[g]) if np.isfinite(result.chi2_nu[g]) else -1.0
+        hdr["CHI2"] = _header_float(result.chi2[g])
+        hdr["CHI2NU"] = _header_float(result.chi2_nu[g])
         hdr["STATUS"] = int(result.status[g])
         for n in model.param_names:
             key = n.replace(".", "_", 1).upper()
-            hdr[f"HIERARCH {key}"] = float(values[n][g])
-            hdr[f"HIERARCH {key}_ERR"] = float(errs[n][g]) if np.isfinite(errs[n][g]) else -1.0
+            hdr[f"HIERARCH {key}"] = _header_float(values[n][g])
+            hdr[f"HIERARCH {key}_ERR"] = _header_float(errs[n][g])
         hdus = [fits.PrimaryHDU(header=hdr),
                 fits.ImageHDU(data[g], name="DATA"),
                 fits.ImageHDU(full[g], header=hdr, name="MODEL"),

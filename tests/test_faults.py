@@ -10,9 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from astropy.io import fits
 
 import galmoss_jax as gj
 from galmoss_jax.fit import NO_DATA, STATUS_MESSAGES, fit
+from galmoss_jax.io import write_imgblocks
 from galmoss_jax.solvers import NONFINITE, levenberg_marquardt, optax_minimise
 
 SHAPE = (24, 24)
@@ -68,12 +70,17 @@ BAD = [1, 3, 4, 5]
 GOOD = [0, 2]
 
 
-def _run(batch, solver, max_iter):
+def _run(batch, solver, max_iter, blocks=None):
     data, sigma, mask, init = batch
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = fit(MODEL, data, sigma=sigma, mask=mask, init=init, zeropoint=ZP, solver=solver,
                   max_iter=max_iter)
+    if blocks is not None:  # every galaxy gets its image block, the failed ones too
+        paths = write_imgblocks(res, np.where(np.isfinite(data), data, 0.0), sigma, mask, blocks, zeropoint=ZP)
+        assert len(paths) == G
+        with fits.open(paths[5]) as hd:   # chi2 = inf cannot go in a FITS header: -1, and the status
+            assert hd["MODEL"].header["CHI2"] == -1.0 and hd["MODEL"].header["STATUS"] == NONFINITE
     return res.to_table(), [str(w.message) for w in caught]
 
 
@@ -88,9 +95,9 @@ def _assert_rows_bit_identical(a, b, rows):
                               y.view(np.int64) if y.dtype == np.float64 else y), col
 
 
-def test_bad_galaxies_do_not_touch_the_others(good_batch):
+def test_bad_galaxies_do_not_touch_the_others(good_batch, tmp_path):
     ref, _ = _run(_with_copies(good_batch, BAD), "lm", 25)
-    bad, msgs = _run(_faulty(good_batch), "lm", 25)
+    bad, msgs = _run(_faulty(good_batch), "lm", 25, blocks=tmp_path)
     _assert_rows_bit_identical(bad, ref, GOOD)
     assert any("non-finite pixels are masked" in m for m in msgs)
     assert any("outside its bounds" in m for m in msgs)
