@@ -5,6 +5,7 @@ The checks run on the host before anything is compiled; ``_no_solver`` stands in
 compiled fit core where a case must get past the checks (the real solver's handling of the
 same inputs is in ``test_faults.py``).
 """
+import os
 import re
 import warnings
 
@@ -61,6 +62,7 @@ def files(tmp_path_factory):
     put("psf_negative", -_gauss(7))
     put("psf_4d", np.ones((1, 1, 7, 7)))
     put("psf_unnormalised", 3 * _gauss(7))
+    put("psf_cube3", np.stack([_gauss(7) / _gauss(7).sum()] * 3))
     f["text"] = str(d / "notfits.fits")
     with open(f["text"], "w") as fh:
         fh.write("this is not a FITS file\n")
@@ -127,8 +129,9 @@ CLI_ERRORS = [
     ("psf zero", lambda f: _fit_args(f, "--psf", f["psf_zero"]), r"psf must have a positive sum \(it is all zero or negative-summed\)"),
     ("psf negative", lambda f: _fit_args(f, "--psf", f["psf_negative"]), r"psf must have a positive sum"),
     ("psf 4-D", lambda f: _fit_args(f, "--psf", f["psf_4d"]), r"--psf: .* must be a 2-D image or a \(G, H, W\) cube, got shape \(1, 1, 7, 7\)"),
-    ("psf cube count", lambda f: ["fit", f["cube"], "--sigma", f["sigma"], "--zeropoint", "25", "--psf", f["cube"],
-                                  "--out", f["dir"] + "/x.ecsv"], r"psf must have odd sides"),
+    ("psf cube count", lambda f: ["fit", f["cube"], "--sigma", f["sigma"], "--zeropoint", "25", "--psf", f["psf_cube3"],
+                                  "--out", f["dir"] + "/x.ecsv"], r"psf cube has 3 PSFs for 2 galaxies"),
+    ("psf cube for an image", lambda f: _fit_args(f, "--psf", f["psf_cube3"]), r"psf cube has 3 PSFs for 1 galaxies"),
     # model, fixed, tied, init
     ("unknown profile", lambda f: _fit_args(f, "--model", "sersik"), r"unknown profile 'sersik'"),
     ("empty component", lambda f: _fit_args(f, "--model", "sersic+"), r"model spec 'sersic\+' has an empty component"),
@@ -197,7 +200,7 @@ def test_cli_bad_input(files, capsys, monkeypatch, case, argv, message):
     assert len(lines) == 1 and lines[0].startswith("galmoss-jax: error: "), err
     assert re.search(message, lines[0]), lines[0]
     assert "Traceback" not in err
-    assert not any(n.startswith("never_written") or n.startswith(".tmp-") for n in __import__("os").listdir(files["dir"]))
+    assert not any(n.startswith("never_written") or n.startswith(".tmp-") for n in os.listdir(files["dir"]))
 
 
 def test_cli_debug_shows_the_traceback(files):
