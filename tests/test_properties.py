@@ -28,7 +28,8 @@ FEW = settings(max_examples=6, deadline=None, derandomize=True)
 SOME = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # ---------------------------------------------------------------------------------------------
-# renderer: finite, non-negative, positive flux over the fitting domain; jit = eager
+# renderer: finite over the fitting bounds; positive flux, pixels >= 0 to the quadrature error,
+# over the documented accuracy domain; jit = eager
 # ---------------------------------------------------------------------------------------------
 SHAPE = (12, 12)
 SERSIC = gj.get_profile("sersic")
