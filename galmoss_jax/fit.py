@@ -303,13 +303,15 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     start = {}
     fixed_vals = dict(model.fixed)
     for n in model.param_names:
-        if n in given:  # a missing (NaN) value in the init table: the fitter chooses one
-            start[n] = (np.where(np.isnan(given[n]), [gs[n] for gs in guesses], given[n]).astype(dtype)
-                        if np.isnan(given[n]).any() else given[n])
-        elif fixed_vals.get(n) is not None:
+        # a value fixed in the model wins over an init value (an init table is often a
+        # previous result table, with a column for every parameter); tied ones follow their source
+        if fixed_vals.get(n) is not None:
             start[n] = np.full(G, fixed_vals[n], dtype)
         elif n in dict(model.tied):
             continue
+        elif n in given:  # a missing (NaN) value in the init table: the fitter chooses one
+            start[n] = (np.where(np.isnan(given[n]), [gs[n] for gs in guesses], given[n]).astype(dtype)
+                        if np.isnan(given[n]).any() else given[n])
         else:
             start[n] = np.array([gs[n] for gs in guesses], dtype)
     free = model.free_names

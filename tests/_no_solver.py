@@ -14,7 +14,7 @@ def install(monkeypatch):
     seen = {}
 
     def fake_core(prob, u0, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched):
-        seen.update(prob=prob, u0=np.asarray(u0), data=np.asarray(data), sigma=np.asarray(sigma),
+        seen.update(prob=prob, u0=np.asarray(u0), fvals=np.asarray(fvals), data=np.asarray(data), sigma=np.asarray(sigma),
                     mask=np.asarray(mask), psf=None if psf is None else np.asarray(psf))
         G, P = np.shape(u0)
         pf = np.stack([np.asarray(to_physical(np.asarray(u0)[:, i], lo, hi))

@@ -247,6 +247,19 @@ def test_cli_nan_pixels_and_bad_sigma_are_masked(files, monkeypatch, tmp_path):
     assert Table.read(out)["status"][0] == 0
 
 
+def test_fixed_value_wins_over_an_init_table(files, monkeypatch, tmp_path):
+    """--fix n=4 with an init table that has a sersic_n column (a previous result table): the
+    fixed value is used, not the table's; a NaN in a fixed column does not matter either."""
+    seen = _no_solver.install(monkeypatch)
+    Table({"sersic_n": [1.2], "sersic_q": [np.nan], "sersic_r_e": [2.5]}).write(tmp_path / "prev.ecsv")
+    assert main(_fit_args(files, "--fix", "n=4", "--fix", "q=0.5", "--init", str(tmp_path / "prev.ecsv"),
+                          out=str(tmp_path / "r.ecsv"))) == 0
+    fixed = seen["prob"].fixed
+    assert seen["fvals"][0, fixed.index("sersic.n")] == 4.0 and seen["fvals"][0, fixed.index("sersic.q")] == 0.5
+    t = Table.read(tmp_path / "r.ecsv")
+    assert t["sersic_n"][0] == 4.0 and t["sersic_q"][0] == 0.5 and t["sersic_n_err"][0] == 0.0
+
+
 def test_cli_all_masked_galaxy_is_a_status(files, monkeypatch, tmp_path):
     _no_solver.install(monkeypatch)
     out = str(tmp_path / "r.ecsv")
