@@ -33,3 +33,9 @@ class DataError(GalmossError):
 
 class InputFileError(GalmossError):
     """A missing, unreadable or malformed input file."""
+
+
+class OutputFileError(InputFileError):
+    """An output that cannot be written: it exists (and overwriting was not asked for), its
+    directory is missing, or the write failed (full disk, no permission).  A subclass of
+    :class:`InputFileError`, which is what file problems on either side were reported as."""

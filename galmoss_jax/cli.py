@@ -50,14 +50,17 @@ def _table_params(model, table, option):
     for col in table.colnames:
         if col.endswith("_err") or col in ("id", "chi2", "chi2_nu", "dof", "n_iter", "status", "status_msg"):
             continue
+        numeric = table[col].dtype.kind in "biuf" and table[col].ndim == 1
         try:
             full = model.resolve(col, option)
         except ParameterError:
+            if not numeric:  # names and other text columns hold no parameter values
+                continue
             raise ParameterError(f"{option}: column {col!r} is not a parameter of the model "
                                  f"(expected columns like {', '.join(n.replace('.', '_', 1) for n in model.param_names)})") from None
-        col_data = table[col]
-        vals = np.ma.filled(np.ma.asarray(col_data, dtype=float), np.nan)
-        params[full] = vals
+        if not numeric:
+            raise ParameterError(f"{option}: column {col!r} must hold one number per row, got dtype {table[col].dtype}")
+        params[full] = np.ma.filled(np.ma.asarray(table[col], dtype=float), np.nan)
     return params
 
 
@@ -68,14 +71,19 @@ def _zeropoint(args, image_path, model):
         from .io import read_header_value
         v = read_header_value(image_path, ZP_KEYS)
         if v is not None:
-            return float(v)
+            try:
+                return float(v)
+            except (TypeError, ValueError):
+                raise InputFileError(f"IMAGE: the zero point in the header of {image_path!r} is not a number "
+                                     f"({v!r}); give --zeropoint") from None
     return None
 
 
 def cmd_render(args):
-    from .io import read_image, read_table, write_image
+    from .io import check_output, read_image, read_table, write_image
     from .model import Model, render
 
+    check_output(args.out, overwrite=args.overwrite, name="--out")
     model = Model(args.model)
     shape = _parse_shape(args.shape)
     if args.params is not None:
@@ -84,7 +92,7 @@ def cmd_render(args):
         params = _table_params(model, read_table(args.params_table, name="--params-table"), "--params-table")
     psf = read_image(args.psf, name="--psf") if args.psf else None
     img = np.asarray(render(model, params, shape, psf=psf, zeropoint=args.zeropoint, oversample=args.oversample))
-    write_image(img, args.out, overwrite=args.overwrite)
+    write_image(img, args.out, overwrite=args.overwrite, name="--out")
     print(f"wrote {args.out} {img.shape}")
 
 
@@ -119,13 +127,15 @@ def _build_model(args):
 
 def cmd_fit(args):
     from .fit import fit
-    from .io import read_image, read_mask, read_table, write_imgblocks
-    from .results import write_table
+    from .io import imgblock_paths, read_image, read_mask, read_table, write_imgblocks
+    from .results import check_table_output, write_table
 
-    if os.path.exists(args.out) and not args.overwrite:
-        raise InputFileError(f"--out: {args.out!r} exists; pass --overwrite to replace it")
+    check_table_output(args.out, overwrite=args.overwrite, name="--out")
     model, init = _build_model(args)
     data = read_image(args.image, name="IMAGE")
+    if args.imgblock:
+        imgblock_paths(args.imgblock, range(1 if data.ndim == 2 else data.shape[0]), overwrite=args.overwrite,
+                       name="--imgblock")
     sigma = read_image(args.sigma, name="--sigma") if args.sigma else None
     if sigma is None and args.gain is None and args.stat == "chi2":
         raise ParameterError("give --sigma SIGMA or --gain G (sigma is then built from the data)")
@@ -139,7 +149,7 @@ def cmd_fit(args):
               solver=args.solver, max_iter=args.max_iter, oversample=args.oversample,
               scale_errors=args.scale_errors)
     table = res.to_table()
-    write_table(table, args.out, overwrite=args.overwrite)
+    write_table(table, args.out, overwrite=args.overwrite, name="--out")
     if args.imgblock:
         from .likelihood import sigma_from_data
         d3 = data if data.ndim == 3 else data[None]
@@ -247,10 +257,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except GalmossError as e:
+    except Exception as e:  # every failure is one line; --debug shows the traceback
         if args.debug:
             raise
-        print(f"galmoss-jax: error: {e}", file=sys.stderr)
+        msg = str(e) if isinstance(e, GalmossError) else f"{type(e).__name__}: {e} (--debug shows the traceback)"
+        print(f"galmoss-jax: error: {' '.join(msg.split())}", file=sys.stderr)
         return 2
     return 0
 

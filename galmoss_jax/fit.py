@@ -22,7 +22,7 @@ from ._errors import DataError, ParameterError, PSFError, ShapeError
 from .init import guess_initial
 from .likelihood import STATISTICS, residuals, statistic_value
 from .model import Model, Sampling, _render_one, as_model
-from .psf import check_psf, stamp_psf_transform
+from .psf import check_oversample, check_psf, stamp_psf_transform
 from .results import FitResult, fold_axis_ratio
 from .solvers import levenberg_marquardt, optax_minimise
 from .solvers.lm import MAX_ITER, NONFINITE, STALLED, SUCCESS
@@ -175,12 +175,18 @@ def _errors_mode(errors):
     return errors
 
 
-def _per_galaxy(value, G, name, dtype):
-    a = np.asarray(value, dtype=dtype)
+def _per_galaxy(value, G, name, dtype, *, allow_nan=False):
+    """A scalar or (G,) value as a (G,) array of finite numbers (NaN allowed if ``allow_nan``)."""
+    try:
+        a = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a number or one number per galaxy, got {value!r}") from None
     if a.ndim == 0:
-        return np.full((G,), a, dtype=dtype)
+        a = np.full((G,), a, dtype=dtype)
     if a.shape != (G,):
         raise ShapeError(f"{name} must be a scalar or one value per galaxy ({G}), got shape {a.shape}")
+    if np.any(np.isinf(a) if allow_nan else ~np.isfinite(a)):
+        raise ParameterError(f"{name} must be finite, got {a[~np.isfinite(a)][0]}")
     return a
 
 
@@ -196,7 +202,10 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             sky component.
         sigma: 1-sigma error per pixel, same shape as ``data`` (or (H, W) shared).  If None,
             built from the data with ``gain``, ``read_noise`` and ``sky`` as GALFIT/Imfit do.
-        mask: boolean, True = pixel used; same shape as ``data`` (or (H, W) shared).
+            Pixels with sigma <= 0 or non-finite are masked with a warning (an error if that
+            leaves no pixel at all); so are non-finite data pixels.
+        mask: boolean, True = pixel used; same shape as ``data`` (or (H, W) shared).  A galaxy
+            left without pixels gets status 5 in its row.
         psf: PSF image (odd sides, centre on the middle pixel; normalised with a warning) or a
             (G, h, w) cube, one per galaxy.
         init: initial values ``{name: scalar or (G,) array}``; parameters without one (or with
@@ -243,8 +252,17 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
         kind = "optax"
     if max_iter is None:
         max_iter = 100 if kind == "lm" else 3000
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ParameterError(f"max_iter must be a positive integer, got {max_iter!r}")
+    check_oversample(oversample)
 
-    d = np.asarray(data)
+    def as_array(a, name):
+        try:
+            return np.asarray(a)
+        except (TypeError, ValueError):  # ragged nested lists
+            raise DataError(f"{name} must be a numeric array (H, W) or (G, H, W)") from None
+
+    d = as_array(data, "data")
     if not np.issubdtype(d.dtype, np.number):
         raise DataError(f"data must be numeric, got dtype {d.dtype}")
     if d.ndim not in (2, 3):
@@ -253,11 +271,11 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     dtype = np.float64 if jax.config.jax_enable_x64 else np.float32
     d = np.array(d if batched else d[None], dtype=dtype)
     G, H, W = d.shape
-    if G == 0:
-        raise ShapeError("data has no galaxies")
+    if G == 0 or H == 0 or W == 0:
+        raise ShapeError(f"data is empty (shape {d.shape if batched else (H, W)})")
 
     def per_pixel(a, name):
-        a = np.asarray(a)
+        a = as_array(a, name)
         if not np.issubdtype(a.dtype, np.number) and a.dtype != bool:
             raise DataError(f"{name} must be numeric, got dtype {a.dtype}")
         if a.shape == (H, W):
@@ -270,8 +288,10 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     gain_arr = _per_galaxy(1.0 if gain is None else gain, G, "gain", dtype)
     rn_arr = _per_galaxy(read_noise, G, "read_noise", dtype)
     sky_arr = _per_galaxy(sky, G, "sky", dtype)
-    if gain is not None and np.any(gain_arr <= 0):
-        raise DataError("gain must be positive")
+    if np.any(gain_arr <= 0):
+        raise DataError(f"gain must be positive (electrons per image unit), got {gain!r}")
+    if np.any(rn_arr < 0):
+        raise DataError(f"read_noise must be >= 0 (electrons), got {read_noise!r}")
     if sigma is None:
         if stat == "chi2" and gain is None:
             raise DataError("sigma is required for stat='chi2' unless gain is given (sigma is then built from the data)")
@@ -285,6 +305,9 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     if bad_data.any():
         warnings.warn(f"data: {int(bad_data.sum())} non-finite pixels are masked", stacklevel=2)
     bad_sigma = (~np.isfinite(s) | (s <= 0)) & m & ~bad_data if stat == "chi2" else np.zeros_like(m)
+    if bad_sigma.any() and bad_sigma.sum() == (m & ~bad_data).sum():
+        raise DataError("sigma: no used pixel has a positive, finite sigma"
+                        + (" (built from the data: check gain, read_noise and sky)" if sigma is None else ""))
     if bad_sigma.any():
         warnings.warn(f"sigma: {int(bad_sigma.sum())} pixels with sigma <= 0 or non-finite are masked", stacklevel=2)
     m &= ~bad_data & ~bad_sigma
@@ -301,28 +324,29 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     elif model.has_psf_components:
         raise PSFError("psf: the model has a point-source component, which needs a PSF")
 
-    needs_zp = any(p.name == "mag" or p.name.startswith("mu_") for _, s_ in model.components for p in s_.params)
-    if zeropoint is None and needs_zp:
-        raise ParameterError("zeropoint is required: the model has magnitude parameters (mag = zp - 2.5 log10 F)")
+    if zeropoint is None:
+        model.require_zeropoint()
     zp_arr = _per_galaxy(0.0 if zeropoint is None else zeropoint, G, "zeropoint", dtype)
 
     # initial values: given, else automatic
     given = {}
     for k, v in (init or {}).items():
-        given[model.resolve(k, "init")] = _per_galaxy(v, G, f"init[{k!r}]", dtype)
+        given[model.resolve(k, "init")] = _per_galaxy(v, G, f"init[{k!r}]", dtype, allow_nan=True)
     need_guess = [n for n in model.param_names if (n not in given or np.isnan(given[n]).any())
                   and n not in dict(model.tied) and not (n in dict(model.fixed) and dict(model.fixed)[n] is not None)]
     guesses = ([guess_initial(model, d[g], m[g], zp_arr[g]) for g in range(G)] if need_guess else None)
     start = {}
     fixed_vals = dict(model.fixed)
     for n in model.param_names:
-        if n in given:  # a missing (NaN) value in the init table: the fitter chooses one
-            start[n] = (np.where(np.isnan(given[n]), [gs[n] for gs in guesses], given[n]).astype(dtype)
-                        if np.isnan(given[n]).any() else given[n])
-        elif fixed_vals.get(n) is not None:
+        # a value fixed in the model wins over an init value (an init table is often a
+        # previous result table, with a column for every parameter); tied ones follow their source
+        if fixed_vals.get(n) is not None:
             start[n] = np.full(G, fixed_vals[n], dtype)
         elif n in dict(model.tied):
             continue
+        elif n in given:  # a missing (NaN) value in the init table: the fitter chooses one
+            start[n] = (np.where(np.isnan(given[n]), [gs[n] for gs in guesses], given[n]).astype(dtype)
+                        if np.isnan(given[n]).any() else given[n])
         else:
             start[n] = np.array([gs[n] for gs in guesses], dtype)
     free = model.free_names

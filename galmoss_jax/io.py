@@ -1,12 +1,13 @@
 """FITS and table input/output (Astropy), with checks that name the offending file."""
 from __future__ import annotations
 
+import functools
 import os
-import tempfile
+import uuid
 
 import numpy as np
 
-from ._errors import DataError, InputFileError, ShapeError
+from ._errors import DataError, InputFileError, OutputFileError, ShapeError
 
 
 def read_image(path, *, name: str = "image", allow_cube: bool = True) -> np.ndarray:
@@ -59,7 +60,8 @@ def read_header_value(path, keys, default=None):
 
 
 def read_table(path, *, name: str = "table"):
-    """Read a FITS, ECSV, CSV or Parquet table into an :class:`astropy.table.Table`."""
+    """Read a FITS, ECSV, CSV or Parquet table into an :class:`astropy.table.Table` (text
+    columns as ``str`` whatever the format)."""
     from astropy.table import Table
 
     path = os.fspath(path)
@@ -68,43 +70,108 @@ def read_table(path, *, name: str = "table"):
     ext = os.path.splitext(path)[1].lower()
     fmt = {".fits": "fits", ".fit": "fits", ".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".parquet": "parquet"}.get(ext)
     try:
-        return Table.read(path, format=fmt) if fmt else Table.read(path)
+        table = Table.read(path, format=fmt) if fmt else Table.read(path)
     except Exception as e:  # astropy raises many types for malformed files
         raise InputFileError(f"{name}: cannot read {path!r} as a table ({e})") from None
+    table.convert_bytestring_to_unicode()  # FITS text columns come back as bytes
+    return table
 
 
-def write_fits_atomic(hdul, path, *, overwrite: bool = False):
-    """Write an HDUList so that the file appears complete or not at all."""
+def check_output(path, *, overwrite: bool = False, name: str = "output") -> str:
+    """Refuse an output path that cannot be written, before any work is done: an existing file
+    (unless ``overwrite``), a directory, or a missing parent directory."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise OutputFileError(f"{name}: {path!r} is a directory; expected a file name")
     if os.path.exists(path) and not overwrite:
-        raise InputFileError(f"output {path!r} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+        raise OutputFileError(f"{name}: {path!r} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise InputFileError(f"output directory {directory!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".fits", dir=directory)
-    os.close(fd)
+        raise OutputFileError(f"{name}: output directory {directory!r} does not exist")
+    return path
+
+
+def write_atomic(outputs, *, overwrite: bool = False, name: str = "output"):
+    """Write files so that they appear complete or not at all.
+
+    ``outputs``: ``[(path, write), ...]`` where ``write(tmp)`` writes the file to the path it
+    is given.  Every file is first written to a temporary file next to its target and synced
+    to disk; only when all of them succeeded are they renamed into place (``os.replace``,
+    atomic).  A failure (full disk, no permission, ...) raises :class:`OutputFileError` naming
+    the path and leaves no temporary file and no new output.
+    """
+    checked = [(check_output(p, overwrite=overwrite, name=name), w) for p, w in outputs]
+    temps = []
+    current = None
     try:
-        hdul.writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        for path, write in checked:
+            current = path
+            directory, base = os.path.split(os.path.abspath(path))
+            # os.open rather than tempfile.mkstemp: the file gets the ordinary permissions
+            # (0o666 less the umask) instead of mkstemp's owner-only 0o600
+            tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{base}")
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            temps.append(tmp)
+            write(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        for (path, _), tmp in zip(checked, temps):
+            current = path
+            os.replace(tmp, path)
+        temps = []
+    except OSError as e:
+        raise OutputFileError(f"{name}: cannot write {current!r} ({e.strerror or e})") from e
+    finally:
+        for tmp in temps:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
 
 
-def write_image(image, path, *, header=None, overwrite: bool = False):
+def write_fits_atomic(hdul, path, *, overwrite: bool = False, name: str = "output"):
+    """Write an HDUList so that the file appears complete or not at all (:func:`write_atomic`)."""
+    write_atomic([(path, lambda tmp: hdul.writeto(tmp, overwrite=True))], overwrite=overwrite, name=name)
+
+
+def imgblock_paths(directory, ids, *, overwrite: bool = False, name: str = "imgblock"):
+    """Paths of the image blocks ``imgblock_<id>.fits`` in ``directory``, checked before any
+    work is done: ``directory`` must be a directory or not exist yet (it is created when the
+    blocks are written), and no block may exist unless ``overwrite``."""
+    directory = os.fspath(directory)
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise OutputFileError(f"{name}: {directory!r} exists and is not a directory")
+    paths = [os.path.join(directory, f"imgblock_{int(i)}.fits") for i in ids]
+    if not overwrite:
+        exist = [p for p in paths if os.path.exists(p)]
+        if exist:
+            raise OutputFileError(f"{name}: {len(exist)} image blocks exist already (first {exist[0]!r}); "
+                                  "pass overwrite=True (CLI: --overwrite) to replace them")
+    return paths
+
+
+def write_image(image, path, *, header=None, overwrite: bool = False, name: str = "output"):
     """Write an image or cube to a FITS file (atomically)."""
     from astropy.io import fits
 
     hdu = fits.PrimaryHDU(np.asarray(image), header=header)
-    write_fits_atomic(fits.HDUList([hdu]), path, overwrite=overwrite)
+    write_fits_atomic(fits.HDUList([hdu]), path, overwrite=overwrite, name=name)
+
+
+def _header_float(v) -> float:
+    """A value for a FITS header, which cannot hold NaN or inf: those become -1 (the row's
+    STATUS says why)."""
+    v = float(v)
+    return v if np.isfinite(v) else -1.0
 
 
 def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint=None, oversample=1,
                     ids=None, overwrite: bool = False):
-    """One multi-extension FITS per galaxy: DATA, MODEL, RESIDUAL, SIGMA, MASK and one
-    extension per component (each rendered alone, convolved where the profile is); the
-    best-fit parameters and errors go in the MODEL header (``COMP_PARAM`` keys)."""
+    """One multi-extension FITS per galaxy, ``directory/imgblock_<id>.fits``: DATA, MODEL,
+    RESIDUAL, SIGMA, MASK and one extension per component (each rendered alone, convolved
+    where the profile is); the best-fit parameters and errors go in the MODEL header
+    (``COMP_PARAM`` keys).  All blocks are written or none (:func:`write_atomic`); existing
+    blocks are refused before any work unless ``overwrite``."""
     from astropy.io import fits
 
     from .model import Model, render
@@ -124,20 +191,23 @@ def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint
         pv = {k: v for k, v in values.items() if k.startswith(cname + ".")}
         comps[cname] = np.asarray(render(sub, pv, shape, psf=psf if spec.kind != "sky" else None,
                                          zeropoint=zeropoint, oversample=oversample)) if (spec.kind != "point" or psf is not None) else None
-    os.makedirs(directory, exist_ok=True)
-    paths = []
     table = result.to_table(ids)
+    paths = imgblock_paths(directory, table["id"], overwrite=overwrite)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise OutputFileError(f"imgblock: cannot create directory {os.fspath(directory)!r} ({e.strerror or e})") from e
+    outputs = []
     for g in range(G):
-        gid = int(table["id"][g])
         hdr = fits.Header()
         hdr["MODEL"] = model.spec_string
-        hdr["CHI2"] = float(result.chi2[g])
-        hdr["CHI2NU"] = float(result.chi2_nu[g]) if np.isfinite(result.chi2_nu[g]) else -1.0
+        hdr["CHI2"] = _header_float(result.chi2[g])
+        hdr["CHI2NU"] = _header_float(result.chi2_nu[g])
         hdr["STATUS"] = int(result.status[g])
         for n in model.param_names:
             key = n.replace(".", "_", 1).upper()
-            hdr[f"HIERARCH {key}"] = float(values[n][g])
-            hdr[f"HIERARCH {key}_ERR"] = float(errs[n][g]) if np.isfinite(errs[n][g]) else -1.0
+            hdr[f"HIERARCH {key}"] = _header_float(values[n][g])
+            hdr[f"HIERARCH {key}_ERR"] = _header_float(errs[n][g])
         hdus = [fits.PrimaryHDU(header=hdr),
                 fits.ImageHDU(data[g], name="DATA"),
                 fits.ImageHDU(full[g], header=hdr, name="MODEL"),
@@ -147,7 +217,6 @@ def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint
         for cname, img in comps.items():
             if img is not None:
                 hdus.append(fits.ImageHDU(img[g], name=f"COMP_{cname.upper()}"[:68]))
-        path = os.path.join(directory, f"imgblock_{gid}.fits")
-        write_fits_atomic(fits.HDUList(hdus), path, overwrite=overwrite)
-        paths.append(path)
+        outputs.append((paths[g], functools.partial(fits.HDUList(hdus).writeto, overwrite=True)))
+    write_atomic(outputs, overwrite=overwrite, name="imgblock")
     return paths

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._errors import ParameterError, ProfileError, PSFError, ShapeError
 from .profiles import get_profile
 from .profiles._spec import ProfileSpec
-from .psf import check_psf, psf_padding, stamp_psf_transform
+from .psf import check_oversample, check_psf, psf_padding, stamp_psf_transform
 from .sampling import integrate_pixels
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
@@ -86,10 +88,13 @@ class Model:
             pairs, or a spec string ``"bulge:sersic+disk:exponential"``.  Profiles may be
             names or :class:`ProfileSpec` objects.
         fixed: parameters held fixed: a mapping ``name -> value`` (``None`` = fixed at the
-            initial value) or an iterable of names.
+            initial value) or an iterable of names.  A value must be finite and inside the
+            parameter's bounds.
         free: parameters fixed by default (``c0``, sky gradients in some models) to free.
-        tied: ``{"disk.x0": "bulge.x0"}``: the first parameter equals the second.
-        bounds: ``{"bulge.n": (0.5, 6)}``: fitting bounds overriding the profile defaults.
+        tied: ``{"disk.x0": "bulge.x0"}``: the first parameter equals the second (chains are
+            followed; cycles, and a parameter both tied and fixed, are refused).
+        bounds: ``{"bulge.n": (0.5, 6)}``: fitting bounds overriding the profile defaults,
+            lower < upper; not for angles (``pa``), which are fitted without bounds.
 
     Parameter names are ``"component.param"``; a one-component model also accepts bare
     names (``"r_e"``).
@@ -113,15 +118,20 @@ class Model:
                     fixed_map[f"{c}.{p.name}"] = None
         for n in (free or ()):
             fixed_map.pop(self.resolve(n, "free"), None)
+        user_fixed = {}
         if fixed is not None:
             items = fixed.items() if isinstance(fixed, Mapping) else ((n, None) for n in fixed)
             for n, v in items:
-                fixed_map[self.resolve(n, "fixed")] = None if v is None else float(v)
+                full = self.resolve(n, "fixed")
+                user_fixed[full] = None if v is None else _number(v, f"fixed[{n!r}]")
+                fixed_map[full] = user_fixed[full]
         tied_map: dict[str, str] = {}
         for a, b in (tied or {}).items():
             a, b = self.resolve(a, "tied"), self.resolve(b, "tied")
             if a == b:
                 raise ParameterError(f"tied: {a!r} cannot be tied to itself")
+            if a in user_fixed:
+                raise ParameterError(f"tied: {a!r} is also fixed; a parameter is either fixed or tied")
             tied_map[a] = b
             fixed_map.pop(a, None)
         for a in tied_map:  # follow chains; refuse cycles
@@ -141,7 +151,14 @@ class Model:
                 raise ParameterError(f"bounds[{n!r}] must be a (lower, upper) pair, got {lh!r}") from None
             if not lo < hi:
                 raise ParameterError(f"bounds[{n!r}]: lower bound {lo} must be below upper bound {hi}")
+            if self.param(full).periodic is not None:
+                raise ParameterError(f"bounds[{n!r}]: {full!r} is an angle (period {self.param(full).periodic:g}) "
+                                     "and is fitted without bounds")
             bounds_map[full] = (lo, hi)
+        for n, v in user_fixed.items():  # a value fixed outside the bounds is a typo or a wrong unit
+            lo, hi = bounds_map.get(n) or (self.param(n).lower, self.param(n).upper)
+            if v is not None and not lo <= v <= hi:
+                raise ParameterError(f"fixed[{n!r}] = {v:g} lies outside its bounds [{lo:g}, {hi:g}]")
         object.__setattr__(self, "fixed", tuple(sorted(fixed_map.items())))
         object.__setattr__(self, "tied", tuple(sorted(tied_map.items())))
         object.__setattr__(self, "bounds", tuple(sorted(bounds_map.items())))
@@ -215,6 +232,17 @@ class Model:
         return any(s.kind == "point" for _, s in self.components)
 
     @property
+    def has_magnitudes(self) -> bool:
+        """True if a parameter is a magnitude (``mag``, ``mu_*``), which needs a zero point."""
+        return any(p.name == "mag" or p.name.startswith("mu_") for _, s in self.components for p in s.params)
+
+    def require_zeropoint(self):
+        """Raise the error for a missing zero point if the model has magnitudes."""
+        if self.has_magnitudes:
+            raise ParameterError("zeropoint is required: the model has magnitude parameters "
+                                 "(mag = zp - 2.5 log10 F); CLI: --zeropoint, or a MAGZPT/ZP header key")
+
+    @property
     def spec_string(self) -> str:
         return "+".join(f"{c}:{s.name}" for c, s in self.components)
 
@@ -244,6 +272,17 @@ class Model:
     def render(self, params, shape, **kwargs):
         """Render this model; see :func:`render`."""
         return render(self, params, shape, **kwargs)
+
+
+def _number(value, name: str) -> float:
+    """``value`` as a finite float, or a ParameterError naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ParameterError(f"{name} must be finite, got {v}")
+    return v
 
 
 def _parse_components(components) -> tuple:
@@ -441,30 +480,43 @@ def render(model, params, shape, *, psf=None, zeropoint=None, oversample: int = 
     Returns:
         ``(H, W)`` for one galaxy (all parameters scalar), else ``(G, H, W)``; image units per
         pixel.
+
+    Raises :class:`ParameterError` for a parameter that is not a finite number, not positive
+    where its bounds are (radii, ``q``, ``n``, ...), or that gives a non-finite image.
     """
     model = as_model(model)
     try:
         shape = tuple(int(s) for s in shape)
-    except TypeError:
+    except (TypeError, ValueError):
         raise ShapeError(f"shape must be (H, W), got {shape!r}") from None
+    check_oversample(oversample)
     if len(shape) != 2 or min(shape) < 1:
         raise ShapeError(f"shape must be (H, W) with positive sides, got {shape!r}")
     sampling = Sampling() if sampling is None else sampling
     full = model.complete(params)
     # one dtype for every parameter (ints and float32 would otherwise compile again)
-    arrays = {k: jnp.asarray(v, dtype=jnp.result_type(float)) for k, v in full.items()}
-    for k, v in arrays.items():
-        if v.ndim > 1:
-            raise ShapeError(f"params[{k!r}] must be a scalar or a 1-D array over galaxies, got shape {v.shape}")
+    arrays = {}
+    for k, v in full.items():
+        try:
+            arrays[k] = jnp.asarray(v, dtype=jnp.result_type(float))
+        except (TypeError, ValueError):
+            raise ParameterError(f"params[{k!r}] must be a number or an array of numbers, got {v!r}") from None
+        if arrays[k].ndim > 1:
+            raise ShapeError(f"params[{k!r}] must be a scalar or a 1-D array over galaxies, got shape {arrays[k].shape}")
+        _check_domain(model, k, arrays[k])
     sizes = {v.shape[0] for v in arrays.values() if v.ndim == 1}
     if len(sizes) > 1:
         raise ShapeError(f"params: parameter arrays have different lengths {sorted(sizes)}")
     batched = bool(sizes)
     if zeropoint is None:
-        if any(p.name in ("mag",) or p.name.startswith("mu_") for _, s in model.components for p in s.params):
-            raise ParameterError("zeropoint is required: the model has magnitude parameters (mag = zp - 2.5 log10 F)")
+        model.require_zeropoint()
         zeropoint = 0.0
-    zp = jnp.asarray(zeropoint, dtype=jnp.result_type(float))
+    try:
+        zp = jnp.asarray(zeropoint, dtype=jnp.result_type(float))
+    except (TypeError, ValueError):
+        raise ParameterError(f"zeropoint must be a number, got {zeropoint!r}") from None
+    if not isinstance(zp, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(zp))):
+        raise ParameterError(f"zeropoint must be finite, got {zeropoint!r}")
     if zp.ndim > 1 or (zp.ndim == 1 and not batched):
         raise ShapeError(f"zeropoint must be a scalar or one value per galaxy, got shape {zp.shape}")
     psf_arr, psf_shape, psf_batched = None, None, False
@@ -483,5 +535,27 @@ def render(model, params, shape, *, psf=None, zeropoint=None, oversample: int = 
             raise ShapeError(f"psf: cube has {psf_arr.shape[0]} PSFs for {G} galaxies")
         if zp.ndim == 1 and zp.shape[0] != G:
             raise ShapeError(f"zeropoint: {zp.shape[0]} values for {G} galaxies")
-    return _render_jit(model, arrays, shape, psf_arr, psf_shape, int(oversample), zp, sampling,
-                       batched, psf_batched)
+    img = _render_jit(model, arrays, shape, psf_arr, psf_shape, int(oversample), zp, sampling,
+                      batched, psf_batched)
+    if not isinstance(img, jax.core.Tracer):
+        bad = ~np.asarray(jnp.isfinite(img).reshape(-1, shape[0] * shape[1]).all(axis=1))
+        if bad.any():
+            which = f" (galaxies {np.flatnonzero(bad)[:5].tolist()})" if batched else ""
+            raise ParameterError(f"params give a non-finite image{which}: a value outside the profile's "
+                                 "domain, or a flux that overflows")
+    return img
+
+
+def _check_domain(model: Model, name: str, value):
+    """Refuse a concrete parameter value that is not finite, or not positive where the
+    parameter's bounds are (radii, axis ratio, Sérsic index, ...)."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    v = np.asarray(value)
+    if not np.all(np.isfinite(v)):
+        raise ParameterError(f"params[{name!r}] must be finite, got {v}")
+    lo = model.bounds_of(name)[0]
+    if lo > 0 and np.any(v <= 0):
+        raise ParameterError(f"params[{name!r}] must be positive, got {v}")
+    if lo == 0 and np.any(v < 0):
+        raise ParameterError(f"params[{name!r}] must be >= 0, got {v}")

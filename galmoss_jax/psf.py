@@ -16,6 +16,13 @@ import numpy as np
 from ._errors import PSFError
 
 
+def check_oversample(oversample) -> int:
+    """The PSF fine-sampling factor, which must be a positive integer."""
+    if isinstance(oversample, bool) or not isinstance(oversample, (int, np.integer)) or oversample < 1:
+        raise PSFError(f"oversample must be a positive integer, got {oversample!r}")
+    return int(oversample)
+
+
 def check_psf(psf, *, name: str = "psf", oversample: int = 1) -> np.ndarray:
     """Validate a PSF image (2-D, or a (G, h, w) cube) and return it normalised to sum 1.
 
@@ -23,8 +30,7 @@ def check_psf(psf, *, name: str = "psf", oversample: int = 1) -> np.ndarray:
     sum.  A PSF whose sum differs from 1 is normalised with a warning.  ``oversample`` is the
     integer factor by which the PSF is finer than the image pixels (GALFIT's fine sampling).
     """
-    if not isinstance(oversample, (int, np.integer)) or oversample < 1:
-        raise PSFError(f"oversample must be a positive integer, got {oversample!r}")
+    check_oversample(oversample)
     try:
         a = np.asarray(psf, dtype=float)
     except (TypeError, ValueError):

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import equinox as eqx
 import numpy as np
 
-from ._errors import GalmossError, InputFileError
+from ._errors import OutputFileError
 
 _FORMATS = {".fits": "fits", ".fit": "fits", ".fts": "fits", ".ecsv": "ascii.ecsv", ".csv": "ascii.csv",
             ".parquet": "parquet"}
@@ -108,30 +107,33 @@ def _unit(u: str):
         return None
 
 
-def write_table(table, path, *, overwrite: bool = False):
-    """Write a table, format chosen by extension (.fits, .ecsv, .csv, .parquet), atomically:
-    the file appears complete or not at all."""
+def check_table_output(path, *, overwrite: bool = False, name: str = "output") -> str:
+    """Refuse, before any work, a table output with an unknown extension or that cannot be
+    written (see :func:`galmoss_jax.io.check_output`)."""
+    from .io import check_output
+
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in _FORMATS:
-        raise GalmossError(f"output {path!r}: unknown extension {ext!r}; use one of {', '.join(sorted(_FORMATS))}")
-    if os.path.exists(path) and not overwrite:
-        raise InputFileError(f"output {path!r} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise InputFileError(f"output directory {directory!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=ext, dir=directory)
-    os.close(fd)
-    try:
-        table.write(tmp, format=_FORMATS[ext], overwrite=True)
-        os.replace(tmp, path)
-    except ImportError as e:
-        os.remove(tmp)
-        raise GalmossError(f"output {path!r}: writing {ext} needs an optional package ({e})") from None
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        raise OutputFileError(f"{name} {path!r}: unknown extension {ext!r}; use one of {', '.join(sorted(_FORMATS))}")
+    return check_output(path, overwrite=overwrite, name=name)
+
+
+def write_table(table, path, *, overwrite: bool = False, name: str = "output"):
+    """Write a table, format chosen by extension (.fits, .ecsv, .csv, .parquet), atomically:
+    the file appears complete or not at all (:func:`galmoss_jax.io.write_atomic`)."""
+    from .io import write_atomic
+
+    path = check_table_output(path, overwrite=overwrite, name=name)
+    ext = os.path.splitext(path)[1].lower()
+
+    def write(tmp):
+        try:
+            table.write(tmp, format=_FORMATS[ext], overwrite=True)
+        except ImportError as e:
+            raise OutputFileError(f"{name} {path!r}: writing {ext} needs an optional package ({e})") from None
+
+    write_atomic([(path, write)], overwrite=overwrite, name=name)
 
 
 def fold_axis_ratio(model, free, values, cov):

@@ -48,18 +48,20 @@ def to_unconstrained(p, lo: float, hi: float):
 
 
 def _inv_softplus(y):
-    # log(exp(y) - 1), stable for large and small y
-    return jnp.where(y > 20.0, y, jnp.log(jnp.expm1(jnp.minimum(y, 20.0))))
+    # log(exp(y) - 1) = y + log(1 - exp(-y)): no overflow for large y, exact to rounding for
+    # every y > 0 (a cut-over to plain y at some threshold would be off by exp(-threshold))
+    return y + jnp.log(-jnp.expm1(-y))
 
 
 def clip_inside(p, lo: float, hi: float, frac: float = 1e-6):
     """Move ``p`` strictly inside ``[lo, hi]`` (a margin of ``frac`` of the range, or 1e-6 abs)."""
     k = _kind(lo, hi)
+    # never less than one float step inside, or the map would give an infinite u
     if k == "both":
         m = frac * (hi - lo)
-        return jnp.clip(p, lo + m, hi - m)
+        return jnp.clip(p, max(lo + m, math.nextafter(lo, hi)), min(hi - m, math.nextafter(hi, lo)))
     if k == "lower":
-        return jnp.maximum(p, lo + max(frac * abs(lo), 1e-6))
+        return jnp.maximum(p, max(lo + max(frac * abs(lo), 1e-6), math.nextafter(lo, math.inf)))
     if k == "upper":
-        return jnp.minimum(p, hi - max(frac * abs(hi), 1e-6))
+        return jnp.minimum(p, min(hi - max(frac * abs(hi), 1e-6), math.nextafter(hi, -math.inf)))
     return p

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from galmoss_jax import GalmossError, InputFileError
+from galmoss_jax import GalmossError, InputFileError, OutputFileError
 from galmoss_jax.results import write_table
 
 
@@ -48,6 +48,6 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
             f.write("half a table")
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(Table, "write", boom)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OutputFileError, match="cannot write .*res.fits.*No space"):
         write_table(_table(), tmp_path / "res.fits")
     assert os.listdir(tmp_path) == []
