@@ -382,8 +382,9 @@ class _Frame:
 
 def component_names(feedme: Feedme) -> tuple:
     """galmoss_jax component names: the profile name where it occurs once (a lone Sérsic is
-    ``sersic``, as in ``galmoss-jax fit``), else the profile name and the GALFIT number."""
-    profs = [COMPONENTS[c.kind][0] for c in feedme.components]
+    ``sersic``, as in ``galmoss-jax fit``; a GALFIT sky is ``sky``), else the profile name and
+    the GALFIT component number."""
+    profs = ["sky" if c.kind == "sky" else COMPONENTS[c.kind][0] for c in feedme.components]
     return tuple(p if profs.count(p) == 1 else f"{p}{i}" for i, p in enumerate(profs, 1))
 
 
@@ -424,6 +425,8 @@ def _constraint_param(comp: FeedmeComponent, name: str, c: Constraint, path):
     alias = {HEADER_KEYS[p].lower(): p for p in params}
     alias.update({k: v for k, v in _CONSTRAINT_ALIASES.items() if v in params})
     alias.update({p: p for p in params})
+    if "4" in lines and name in ("re", "rs", "fwhm"):   # the size on line 4, whatever the profile calls it
+        return lines["4"][0]
     if name == "mu":
         mus = [p for p in params if p.startswith("mu_")]
         if mus:
