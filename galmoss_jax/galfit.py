@@ -199,7 +199,7 @@ def read_feedme(path) -> Feedme:
         key, rest = m.group(1), m.group(2).strip()
         tokens = rest.split()
         if len(key) == 1 and key.isalpha() and key.upper() != "Z":
-            if key not in _CONTROL + "S":
+            if key not in _CONTROL + "S":       # S: GALFIT 2's interactive toggle, ignored like O
                 _fail(path, lineno, raw, f"unknown option letter {key!r} (GALFIT control items are A-K, O, P)")
             control[key] = (rest, lineno, raw)
             continue
@@ -227,7 +227,7 @@ def read_feedme(path) -> Feedme:
         lines_of = COMPONENTS[kind][1]
         if key not in lines_of:
             # GALFIT lists unused lines (e.g. 6-8 of a sersic); they must not ask to be fitted
-            vals = _floats(path, lineno, raw, tokens, 1, f"parameter {key})")
+            _floats(path, lineno, raw, tokens, 1, f"parameter {key})")
             if len(tokens) > 1 and tokens[1] not in ("0",):
                 _fail(path, lineno, raw, f"parameter {key}) is not used by a {kind} component and cannot be fitted")
             continue
@@ -563,6 +563,7 @@ class FeedmeData:
     read_noise: float
     sky: float
     region: tuple
+    exptime: float = 1.0
 
 
 def load_feedme_data(feedme: Feedme, *, gain=None, rdnoise=None, ncombine=None, exptime=None, sky=0.0) -> FeedmeData:
@@ -599,7 +600,8 @@ def load_feedme_data(feedme: Feedme, *, gain=None, rdnoise=None, ncombine=None, 
     zp = feedme.zeropoint + 2.5 * math.log10(kw["exptime"])
     # GALFIT's sigma as fit()'s (data + sky)/g + rn^2/g^2 with g = GAIN NCOMBINE, rn = RDNOISE sqrt(NCOMBINE)
     return FeedmeData(full[cut], sigma, mask, psf, header, zp, kw["gain"] * kw["ncombine"],
-                      kw["rdnoise"] * math.sqrt(kw["ncombine"]), float(sky), (xmin, xmax, ymin, ymax))
+                      kw["rdnoise"] * math.sqrt(kw["ncombine"]), float(sky), (xmin, xmax, ymin, ymax),
+                      kw["exptime"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -861,7 +863,7 @@ def fit_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine=None
                 files["model"] = out_path
             return FeedmeFit(None, model, feedme, files)
         gv, _ = _galfit_units(feedme, model, values, None)
-        stats = {"region": d.region, "exptime": 10 ** (0.4 * (d.zeropoint - feedme.zeropoint))}
+        stats = {"region": d.region, "exptime": d.exptime}
         hdr = galfit_header(feedme, gv, None, stats)
         if write:
             _write_block(d, img, hdr, out_path)
@@ -875,7 +877,7 @@ def fit_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine=None
     gv, ge = _galfit_units(feedme, model, res.values, res.errors)
     best = feedme_with_values(feedme, values)
     fixed = {n for n in model.param_names if n in dict(model.fixed)}
-    stats = {"region": d.region, "exptime": 10 ** (0.4 * (d.zeropoint - feedme.zeropoint)),
+    stats = {"region": d.region, "exptime": d.exptime,
              "CHISQ": float(res.chi2[0]), "NDOF": int(res.dof[0]), "NFREE": len(model.free_names),
              "NFIX": len(fixed), "CHI2NU": float(res.chi2_nu[0]), "STATUS": int(res.status[0]), "fixed": fixed}
     if write:

@@ -260,3 +260,21 @@ def test_malformed_constraints_name_the_line(tmp_path, text, msg):
     with pytest.raises(gj.InputFileError, match="line 2 ") as e:
         feedme_model(read_feedme(tmp_path / "f"), read_constraints(tmp_path / "c"))
     assert msg in str(e.value) and repr(text.strip()) in str(e.value)
+
+
+def test_mask_as_fits_or_coordinate_list(tmp_path):
+    """F): a FITS image (non-zero = bad) or an ASCII list of 1-based x y of bad pixels; cut to
+    the fit region like the data."""
+    _write_image(tmp_path / "img.fits", shape=(20, 24))
+    bad = np.zeros((20, 24), np.int32)
+    bad[4, 6] = 3
+    fits.PrimaryHDU(bad).writeto(tmp_path / "m.fits")
+    (tmp_path / "m.txt").write_text("# x y\n7 5\n24 20\n")     # 1-based: [4, 6] and the far corner
+    for name in ("m.fits", "m.txt"):
+        (tmp_path / "f").write_text(f"A) img.fits\nF) {name}\nH) 2 24 3 20\nJ) 20\n 0) psf\n 1) 5 5 1 1\n 3) 20 1\n")
+        d = load_feedme_data(read_feedme(tmp_path / "f"))
+        want = np.ones((18, 23), bool)
+        want[4 - 2, 6 - 1] = False
+        if name == "m.txt":
+            want[-1, -1] = False
+        np.testing.assert_array_equal(d.mask, want)
