@@ -19,7 +19,10 @@ Conversions (exact; Imfit's conventions at this boundary only):
   propagated from the full covariance of the fitted parameters through the gradient of that
   map (the Gauss-Newton covariance transforms exactly under the change of parameters, so this
   is what a fit in ``I_e`` gives).  Surface-brightness profiles (BrokenExponential, Core-Sersic)
-  take ``mu = ZEROPOINT - 2.5 log10(I)``.
+  take ``mu = ZEROPOINT - 2.5 log10(I)``, as does FerrersBar2D (galmoss_jax's ``ferrer`` with
+  ``beta = 0``, ``alpha = n``, ``r_out = a_bar``).  ModifiedKing and EdgeOnDisk are not mapped:
+  Imfit's definitions differ from galmoss_jax's ``king`` (exponent alpha, not 2) and
+  ``edge_on_disk`` (a 3-D disk seen at an inclination).
 * Gaussian ``sigma = fwhm / (2 sqrt(2 ln 2))``.
 * Limits on ``X0, Y0``, radii, indices and ``ell`` become bounds; limits on mag-type
   intensities (``I_e``, ``I_0`` of a Sérsic/exponential/...) depend on the shape and are not
@@ -56,15 +59,20 @@ FUNCTIONS = {
     "FlatSky": ("sky", ("I_sky",), None, None),
     "BrokenExponential": ("broken_exponential", ("PA", "ell", "I_0", "h1", "h2", "r_break", "alpha"), "I_0", "mu"),
     "Core-Sersic": ("core_sersic", ("PA", "ell", "n", "I_b", "r_e", "r_b", "alpha", "gamma"), "I_b", "mu"),
+    # I_0 (1 - (m / a_bar)^2)^n: galmoss_jax's ferrer with beta = 0, alpha = n, r_out = a_bar
+    "FerrersBar2D": ("ferrer", ("PA", "ell", "c0", "n", "I_0", "a_bar"), "I_0", "mu"),
 }
 # Imfit parameter -> galmoss_jax parameter (the intensity maps to mag or mu_*)
 _NAMES = {"PA": "pa", "ell": "q", "c0": "c0", "n": "n", "r_e": "r_e", "h": "r_s", "sigma": "fwhm", "fwhm": "fwhm",
           "beta": "beta", "I_sky": "sky", "h1": "h1", "h2": "h2", "r_break": "r_b", "alpha": "alpha",
           "r_b": "r_b", "gamma": "gamma"}
-_MU = {"BrokenExponential": "mu_0", "Core-Sersic": "mu_b"}
+_MU = {"BrokenExponential": "mu_0", "Core-Sersic": "mu_b", "FerrersBar2D": "mu_0"}
+# per-function exceptions to _NAMES, and galmoss_jax parameters held fixed
+_RENAME = {"FerrersBar2D": {"n": "alpha", "a_bar": "r_out"}}
+_FIXED = {"FerrersBar2D": {"beta": 0.0}}
 _UNITS = {"PA": "deg (CCW from +y axis)", "I_e": "counts/pixel", "I_0": "counts/pixel", "I_b": "counts/pixel",
           "I_sky": "counts/pixel", "I_tot": "counts", "r_e": "pixels", "h": "pixels", "sigma": "pixels",
-          "fwhm": "pixels", "h1": "pixels", "h2": "pixels", "r_break": "pixels", "r_b": "pixels"}
+          "fwhm": "pixels", "a_bar": "pixels", "h1": "pixels", "h2": "pixels", "r_break": "pixels", "r_b": "pixels"}
 OPTIONS = ("GAIN", "READNOISE", "ORIGINAL_SKY", "EXPTIME", "NCOMBINE")
 
 
@@ -265,7 +273,7 @@ def imfit_model(config: ImfitConfig):
     from .profiles import get_profile
 
     names = _names(config)
-    comps, fixed, init, bounds, tied, layout = [], {}, {}, {}, {}, []
+    comps, fixed, free, init, bounds, tied, layout = [], {}, [], {}, {}, {}, []
     k = 0
     for bi, block in enumerate(config.blocks):
         first = None
@@ -284,6 +292,8 @@ def imfit_model(config: ImfitConfig):
                     fixed[full] = value
                 else:
                     init[full] = value
+                    if spec.param(pname).fixed:    # fixed by default (c0): the config frees it
+                        free.append(full)
                 if limits is not None and not is_fixed:
                     lo, hi = transform(limits) if transform else limits
                     par = spec.param(pname)
@@ -309,7 +319,10 @@ def imfit_model(config: ImfitConfig):
                     put("fwhm", ip.value * _FWHM_PER_SIGMA, ip.limits, ip.fixed,
                         lambda l: (l[0] * _FWHM_PER_SIGMA, l[1] * _FWHM_PER_SIGMA), f"{f.name} sigma")
                 else:
-                    put(_NAMES[ip.name], ip.value, ip.limits, ip.fixed, None, f"{f.name} {ip.name}")
+                    put(_name(f.name, ip.name), ip.value, ip.limits, ip.fixed, None, f"{f.name} {ip.name}")
+            for pname, v in _FIXED.get(f.name, {}).items():
+                fixed[f"{cname}.{pname}"] = v
+                vals[pname] = v
             if inten is None:
                 continue
             ip = f.get(inten)
@@ -325,8 +338,13 @@ def imfit_model(config: ImfitConfig):
                 raise ParameterError(f"{config.path}: line {ip.line}: a fixed {inten} with free shape parameters "
                                      "is not supported (galmoss_jax fits the total magnitude)")
             put("mag", _mag_of_intensity(f.name, spec, p, ip.value, ZEROPOINT), None, ip.fixed)
-    model = Model(comps, fixed=fixed, tied=tied, bounds=bounds)
+    model = Model(comps, fixed=fixed, free=free, tied=tied, bounds=bounds)
     return model, init, layout
+
+
+def _name(fname, iname):
+    rename = _RENAME.get(fname, {})
+    return rename[iname] if iname in rename else _NAMES[iname]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +392,7 @@ def imfit_values(config: ImfitConfig, result, layout) -> ImfitConfig:
                 elif ip.name == "sigma":
                     value, err = vals[f"{cname}.fwhm"] / _FWHM_PER_SIGMA, errs[f"{cname}.fwhm"] / _FWHM_PER_SIGMA
                 else:
-                    n = f"{cname}.{_NAMES[ip.name]}"
+                    n = f"{cname}.{_name(f.name, ip.name)}"
                     value, err = vals[n], errs[n]
                 new.append(dataclasses.replace(ip, value=value, error=0.0 if ip.fixed else err))
             funcs.append(dataclasses.replace(f, params=tuple(new)))

@@ -165,3 +165,29 @@ def test_write_params_is_pure_text():
     a = write_imfit_params(c, stats)
     assert a == write_imfit_params(c, stats)
     assert "# Reduced Chi^2 = 2.000000" in a and "n\t\t2.4\t\tfixed" in a and "GAIN\t4.725" in a
+
+
+def test_ferrers_and_generalised_ellipse_map_exactly(tmp_path):
+    """FerrersBar2D (I_0 (1 - m^2/a_bar^2)^n, m the generalised-ellipse radius with exponent
+    c0 + 2, as in Imfit's func_ferrersbar2d.cpp) and Sersic_GenEllipse: c0 is freed, the
+    rendered brightness at a point equals Imfit's formula written out here."""
+    cfg = tmp_path / "c.dat"
+    cfg.write_text("X0 30 fixed\nY0 31 fixed\nFUNCTION FerrersBar2D\nPA 25 fixed\nell 0.4 fixed\nc0 0.5 0,1\n"
+                   "n 1.5 0,2\nI_0 80 fixed\na_bar 12 5,20\nFUNCTION Sersic_GenEllipse\nPA 25\nell 0.2\n"
+                   "c0 -0.3 -1,1\nn 2\nI_e 10\nr_e 8\n")
+    model, init, _ = imfit_model(read_imfit_config(cfg))
+    assert "ferrer.c0" in model.free_names and "sersic.c0" in model.free_names
+    fixed = dict(model.fixed)
+    assert fixed["ferrer.beta"] == 0.0 and fixed["ferrer.mu_0"] == pytest.approx(ZEROPOINT - 2.5 * math.log10(80))
+    assert init["ferrer.alpha"] == 1.5 and init["ferrer.r_out"] == 12.0 and dict(model.bounds)["ferrer.alpha"] == (0.05, 2.0)
+    p = {"x0": 29.0, "y0": 30.0, "mu_0": fixed["ferrer.mu_0"], "r_out": 12.0, "alpha": 1.5, "beta": 0.0,
+         "q": 0.6, "pa": 25.0, "c0": 0.5}
+    dx, dy = 3.0, -4.0                               # pixel offset from the centre
+    t = math.radians(25.0 + 90.0)                    # Imfit: PA from +y, rotated to +x
+    xp, yp = abs(dx * math.cos(t) + dy * math.sin(t)), abs((-dx * math.sin(t) + dy * math.cos(t)) / 0.6)
+    m = (xp ** 2.5 + yp ** 2.5) ** (1 / 2.5)
+    want = 80.0 * (1 - m * m / 144.0) ** 1.5
+    assert float(gj.get_profile("ferrer").brightness(p, dx, dy, ZEROPOINT)) == pytest.approx(want, rel=1e-12)
+    # Sersic_GenEllipse: the initial magnitude gives back I_e = 10 on the major axis at r_e
+    ps = {"x0": 29.0, "y0": 30.0, "mag": init["sersic.mag"], "r_e": 8.0, "n": 2.0, "q": 0.8, "pa": 25.0, "c0": -0.3}
+    assert float(_intensity("Sersic_GenEllipse", gj.get_profile("sersic"), ps, ZEROPOINT)) == pytest.approx(10.0, rel=1e-12)
