@@ -877,9 +877,10 @@ def fit_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine=None
     gv, ge = _galfit_units(feedme, model, res.values, res.errors)
     best = feedme_with_values(feedme, values)
     fixed = {n for n in model.param_names if n in dict(model.fixed)}
+    n_fix = sum(not free for comp in feedme.components for _, _, free, _ in _comp_params(comp))  # toggles 0
     stats = {"region": d.region, "exptime": d.exptime,
              "CHISQ": float(res.chi2[0]), "NDOF": int(res.dof[0]), "NFREE": len(model.free_names),
-             "NFIX": len(fixed), "CHI2NU": float(res.chi2_nu[0]), "STATUS": int(res.status[0]), "fixed": fixed}
+             "NFIX": n_fix, "CHI2NU": float(res.chi2_nu[0]), "STATUS": int(res.status[0]), "fixed": fixed}
     if write:
         img = _render_output(model, feedme, values, shape, d)
         _write_block(d, img, galfit_header(feedme, gv, ge, stats), out_path)

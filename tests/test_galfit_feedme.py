@@ -67,6 +67,7 @@ def test_feedme_fit_matches_python_fit(ic3478_run):
         assert h["COMP_1"] == "sersic" and h["FITSECT"] == "[97:160,96:159]" and h["CONVBOX"] == "100, 100"
         assert h["MAGZPT"] == 20.0 and h["INITFILE"] == "ic3478.feedme"
         assert h["CHISQ"] == pytest.approx(t["chi2"], rel=1e-9) and h["NDOF"] == t["dof"] and h["NFREE"] == 7
+        assert h["NFIX"] == 0
         assert h["CHI2NU"] == pytest.approx(t["chi2_nu"], rel=1e-9)
         for key, col, off in (("1_XC", "sersic_x0", 97), ("1_YC", "sersic_y0", 96), ("1_MAG", "sersic_mag", 0),
                               ("1_RE", "sersic_r_e", 0), ("1_N", "sersic_n", 0), ("1_AR", "sersic_q", 0),
