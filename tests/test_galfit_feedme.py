@@ -189,7 +189,11 @@ def test_feedme_conversions(tmp_path):
     _write_image(tmp_path / "plain.fits")
     (tmp_path / "g").write_text(FEED.format(g="none", p=0).replace("img.fits", "plain.fits"))
     d2 = load_feedme_data(read_feedme(tmp_path / "g"))
-    assert (d2.gain, d2.read_noise, d2.zeropoint) == (7.0, 0.0, 25.0)
+    assert (d2.gain, d2.read_noise, d2.zeropoint) == (7.0, 0.0, 25.0) and d2.sigma is None
+    # a sigma image (C) is cut like the data
+    fits.PrimaryHDU(full * 0.1).writeto(tmp_path / "sig.fits")
+    (tmp_path / "h").write_text(FEED.format(g="none", p=0).replace("C) none", "C) sig.fits"))
+    np.testing.assert_array_equal(load_feedme_data(read_feedme(tmp_path / "h")).sigma, full[1:19, 2:22] * 0.1)
 
 
 def test_model_only_and_imgblock_modes(tmp_path):
