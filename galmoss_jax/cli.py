@@ -249,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("example", help="fit the bundled SDSS galaxies (quick start)")
     e.add_argument("--out", default="galmoss_jax_example", help="output directory")
     e.set_defaults(func=cmd_example)
+
+    from . import galfit, imfit
+    galfit.add_parser(sub)
+    imfit.add_parser(sub)
     return p
 
 
