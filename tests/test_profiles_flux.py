@@ -237,3 +237,21 @@ def test_xk1_at_zero_and_far_out():
     assert float(jax.grad(xk1)(0.0)) == 0.0
     for x in (0.0, 1e-300, 1e-12, 700.0, 1e4):
         assert np.isfinite(float(xk1(x))) and np.isfinite(float(jax.grad(xk1)(x)))
+
+
+@pytest.mark.parametrize("alpha", [2.0, 1.3, 3.5])
+def test_king_follows_the_modified_king_law(alpha):
+    """Modified King (Elson 1999; Peng et al. 2010; Imfit's ModifiedKing, func_king.cpp):
+    I = I_0 (1 - C)^-alpha ((1 + (r/r_c)^2)^(-1/alpha) - C)^alpha with
+    C = (1 + (r_t/r_c)^2)^(-1/alpha), written here directly; the power is alpha, not 2."""
+    from galmoss_jax.profiles.king import king_brightness
+
+    r_c, r_t, mu_0, zp = 2.0, 15.0, 20.0, 25.0
+    r = np.array([0.0, 0.5, 1.0, 3.0, 7.0, 12.0, 14.9, 15.5])
+    c = (1 + (r_t / r_c) ** 2) ** (-1 / alpha)
+    i0 = 10 ** (-0.4 * (mu_0 - zp))
+    ref = np.where(r < r_t, i0 * (1 - c) ** -alpha * np.clip((1 + (r / r_c) ** 2) ** (-1 / alpha) - c, 0, None) ** alpha,
+                   0.0)
+    p = dict(mu_0=mu_0, r_c=r_c, r_t=r_t, alpha=alpha, q=1.0, pa=0.0, c0=0.0)
+    got = np.asarray(king_brightness(p, jnp.zeros_like(r), jnp.asarray(r), zp))
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-14 * i0)

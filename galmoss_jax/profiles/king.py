@@ -15,7 +15,7 @@ from ._spec import Param, ProfileSpec, centre_params, register_profile, shape_pa
 def _king_shape(r, r_c, r_t, alpha):
     """King profile divided by its central value, for ``r >= 0`` (0 beyond ``r_t``).
 
-    Written as ``[B expm1((L_t - L_r)/alpha) / (-expm1(-L_t/alpha))]^2`` with
+    Written as ``[B expm1((L_t - L_r)/alpha) / (-expm1(-L_t/alpha))]^alpha`` with
     ``L = log1p((r/r_c)^2)`` and ``B = (1 + (r_t/r_c)^2)^(-1/alpha)``: no cancellation for any
     ``r_t / r_c`` (the classical ``1/(1+x^2)^(1/alpha) - 1/(1+x_t^2)^(1/alpha)`` loses every
     digit when ``r_t << r_c``).
@@ -28,17 +28,18 @@ def _king_shape(r, r_c, r_t, alpha):
     lr = jnp.log1p(x * x)
     num = jnp.exp(-lt / alpha) * jnp.expm1((lt - lr) / alpha)
     den = -jnp.expm1(-lt / alpha)
-    inside = x < xt
-    v = jnp.where(inside, num / den, 0.0)
-    return v * v
+    v = num / den
+    ok = (x < xt) & (v > 0)
+    return jnp.where(ok, jnp.exp(alpha * jnp.log(jnp.where(ok, v, 1.0))), 0.0)
 
 
 def king_brightness(p, dx, dy, zeropoint):
     """Modified King profile (GALFIT ``king``; Elson 1999), truncated at ``r_t``:
 
-    I(r) = I_0 [1 - 1/(1 + (r_t/r_c)^2)^(1/alpha)]^(-2)
-               [1/(1 + (r/r_c)^2)^(1/alpha) - 1/(1 + (r_t/r_c)^2)^(1/alpha)]^2   for r < r_t,
-    I(r) = 0 beyond.  ``I_0 = 10^(-0.4 (mu_0 - zp))`` is the central surface brightness;
+    I(r) = I_0 [1 - 1/(1 + (r_t/r_c)^2)^(1/alpha)]^(-alpha)
+               [1/(1 + (r/r_c)^2)^(1/alpha) - 1/(1 + (r_t/r_c)^2)^(1/alpha)]^alpha   for r < r_t,
+    I(r) = 0 beyond (Peng et al. 2010; Imfit's ModifiedKing).  ``I_0 = 10^(-0.4 (mu_0 -
+    zp))`` is the central surface brightness;
     ``alpha = 2`` is the classical King (1962) profile.
 
     Parameters: ``mu_0`` (mag / pixel^2), ``r_c`` core radius and ``r_t`` truncation radius
