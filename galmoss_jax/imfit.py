@@ -20,9 +20,9 @@ Conversions (exact; Imfit's conventions at this boundary only):
   map (the Gauss-Newton covariance transforms exactly under the change of parameters, so this
   is what a fit in ``I_e`` gives).  Surface-brightness profiles (BrokenExponential, Core-Sersic)
   take ``mu = ZEROPOINT - 2.5 log10(I)``, as does FerrersBar2D (galmoss_jax's ``ferrer`` with
-  ``beta = 0``, ``alpha = n``, ``r_out = a_bar``).  ModifiedKing and EdgeOnDisk are not mapped:
-  Imfit's definitions differ from galmoss_jax's ``king`` (exponent alpha, not 2) and
-  ``edge_on_disk`` (a 3-D disk seen at an inclination).
+  ``beta = 0``, ``alpha = n``, ``r_out = a_bar``) and ModifiedKing (galmoss_jax's ``king``, the
+  same law).  EdgeOnDisk is not mapped: Imfit's is a 3-D disk seen at an inclination, not
+  galmoss_jax's ``edge_on_disk``.
 * Gaussian ``sigma = fwhm / (2 sqrt(2 ln 2))``.
 * Limits on ``X0, Y0``, radii, indices and ``ell`` become bounds; limits on mag-type
   intensities (``I_e``, ``I_0`` of a Sérsic/exponential/...) depend on the shape and are not
@@ -61,18 +61,20 @@ FUNCTIONS = {
     "Core-Sersic": ("core_sersic", ("PA", "ell", "n", "I_b", "r_e", "r_b", "alpha", "gamma"), "I_b", "mu"),
     # I_0 (1 - (m / a_bar)^2)^n: galmoss_jax's ferrer with beta = 0, alpha = n, r_out = a_bar
     "FerrersBar2D": ("ferrer", ("PA", "ell", "c0", "n", "I_0", "a_bar"), "I_0", "mu"),
+    "ModifiedKing": ("king", ("PA", "ell", "I_0", "r_c", "r_t", "alpha"), "I_0", "mu"),
 }
 # Imfit parameter -> galmoss_jax parameter (the intensity maps to mag or mu_*)
 _NAMES = {"PA": "pa", "ell": "q", "c0": "c0", "n": "n", "r_e": "r_e", "h": "r_s", "sigma": "fwhm", "fwhm": "fwhm",
           "beta": "beta", "I_sky": "sky", "h1": "h1", "h2": "h2", "r_break": "r_b", "alpha": "alpha",
-          "r_b": "r_b", "gamma": "gamma"}
-_MU = {"BrokenExponential": "mu_0", "Core-Sersic": "mu_b", "FerrersBar2D": "mu_0"}
+          "r_b": "r_b", "gamma": "gamma", "r_c": "r_c", "r_t": "r_t"}
+_MU = {"BrokenExponential": "mu_0", "Core-Sersic": "mu_b", "FerrersBar2D": "mu_0", "ModifiedKing": "mu_0"}
 # per-function exceptions to _NAMES, and galmoss_jax parameters held fixed
 _RENAME = {"FerrersBar2D": {"n": "alpha", "a_bar": "r_out"}}
 _FIXED = {"FerrersBar2D": {"beta": 0.0}}
 _UNITS = {"PA": "deg (CCW from +y axis)", "I_e": "counts/pixel", "I_0": "counts/pixel", "I_b": "counts/pixel",
           "I_sky": "counts/pixel", "I_tot": "counts", "r_e": "pixels", "h": "pixels", "sigma": "pixels",
-          "fwhm": "pixels", "a_bar": "pixels", "h1": "pixels", "h2": "pixels", "r_break": "pixels", "r_b": "pixels"}
+          "fwhm": "pixels", "a_bar": "pixels", "h1": "pixels", "h2": "pixels", "r_break": "pixels", "r_b": "pixels",
+          "r_c": "pixels", "r_t": "pixels"}
 OPTIONS = ("GAIN", "READNOISE", "ORIGINAL_SKY", "EXPTIME", "NCOMBINE")
 
 

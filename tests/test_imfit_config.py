@@ -191,3 +191,24 @@ def test_ferrers_and_generalised_ellipse_map_exactly(tmp_path):
     # Sersic_GenEllipse: the initial magnitude gives back I_e = 10 on the major axis at r_e
     ps = {"x0": 29.0, "y0": 30.0, "mag": init["sersic.mag"], "r_e": 8.0, "n": 2.0, "q": 0.8, "pa": 25.0, "c0": -0.3}
     assert float(_intensity("Sersic_GenEllipse", gj.get_profile("sersic"), ps, ZEROPOINT)) == pytest.approx(10.0, rel=1e-12)
+
+
+def test_modified_king_maps_exactly(tmp_path):
+    """ModifiedKing (func_king.cpp: I_0 (1 - C)^-alpha ((1 + (r/r_c)^2)^(-1/alpha) - C)^alpha,
+    C = (1 + (r_t/r_c)^2)^(-1/alpha)) onto galmoss_jax's king: same brightness at a point."""
+    cfg = tmp_path / "k.dat"
+    cfg.write_text("X0 30 fixed\nY0 31 fixed\nFUNCTION ModifiedKing\nPA 25 fixed\nell 0.4 fixed\nI_0 80 fixed\n"
+                   "r_c 3 1,10\nr_t 20 10,40\nalpha 1.4 0.5,3\n")
+    model, init, _ = imfit_model(read_imfit_config(cfg))
+    fixed = dict(model.fixed)
+    assert fixed["king.mu_0"] == pytest.approx(ZEROPOINT - 2.5 * math.log10(80))
+    assert init["king.alpha"] == 1.4 and dict(model.bounds)["king.r_t"] == (10.0, 40.0)
+    p = {"x0": 29.0, "y0": 30.0, "mu_0": fixed["king.mu_0"], "r_c": 3.0, "r_t": 20.0, "alpha": 1.4,
+         "q": 0.6, "pa": 25.0, "c0": 0.0}
+    dx, dy = 3.0, -4.0
+    t = math.radians(25.0 + 90.0)
+    xp, yp = dx * math.cos(t) + dy * math.sin(t), (-dx * math.sin(t) + dy * math.cos(t)) / 0.6
+    r = math.hypot(xp, yp)
+    c = (1 + (20.0 / 3.0) ** 2) ** (-1 / 1.4)
+    want = 80.0 * (1 - c) ** -1.4 * ((1 + (r / 3.0) ** 2) ** (-1 / 1.4) - c) ** 1.4
+    assert float(gj.get_profile("king").brightness(p, dx, dy, ZEROPOINT)) == pytest.approx(want, rel=1e-12)
