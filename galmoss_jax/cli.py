@@ -1,4 +1,4 @@
-"""The ``galmoss-jax`` command: ``render``, ``fit`` and ``example``.
+"""The ``galmoss-jax`` command: ``render``, ``fit``, ``example`` and ``plot``.
 
 Errors print one line (``galmoss-jax: error: ...``) and exit with status 2; ``--debug`` shows
 the traceback.
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("example", help="fit the bundled SDSS galaxies (quick start)")
     e.add_argument("--out", default="galmoss_jax_example", help="output directory")
     e.set_defaults(func=cmd_example)
+
+    from .plot import add_parser as add_plot_parser  # figures: galmoss_jax/plot.py
+    add_plot_parser(sub)
     return p
 
 
