@@ -4,13 +4,13 @@ from ._errors import (DataError, GalmossError, InputFileError, ParameterError, P
 from .model import Model, Sampling, render
 from .profiles import PROFILES, Param, ProfileSpec, get_profile, register_profile
 from .sampling import integrate_pixels
-from .plot import ImgBlock, plot_compare, plot_panels, plot_profile, read_imgblock
+from .plot import ImgBlock, elliptical_profile, plot_compare, plot_panels, plot_profile, read_imgblock
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DataError", "GalmossError", "InputFileError", "ParameterError", "ProfileError", "PSFError",
     "ShapeError", "Model", "Sampling", "render", "PROFILES", "Param", "ProfileSpec",
-    "get_profile", "register_profile", "integrate_pixels", "ImgBlock", "plot_compare", "plot_panels",
+    "get_profile", "register_profile", "integrate_pixels", "ImgBlock", "elliptical_profile", "plot_compare", "plot_panels",
     "plot_profile", "read_imgblock", "__version__",
 ]
