@@ -357,20 +357,23 @@ def plot_profile(block: ImgBlock, *, geometry=None, component=None, zeropoint=No
         axr.set_ylim((lim, -lim) if mag else (-lim, lim))
     what = "semi-major axis" if mode == "annuli" else "distance along the major axis"
     axr.set_xlabel(f"{what} [{'arcsec' if pixscale is not None else 'pixel'}]")
-    ax.legend(loc="upper right", frameon=False, fontsize="small")
-    ax.set_title(title if title is not None else _title(block, "elliptical annuli" if mode == "annuli" else "major axis"),
-                 fontsize="medium")
+    ax.legend(loc="upper right", fontsize="small", framealpha=0.85)
+    ax.set_title(title if title is not None else _title(block, "elliptical annuli" if mode == "annuli" else "major axis",
+                                                        two_lines=True), fontsize="medium")
     ax.text(0.03, 0.04, f"x0={x0:.2f}, y0={y0:.2f}, q={q:.3f}, pa={pa:.1f}°", transform=ax.transAxes,
             fontsize="small", color="0.3")
     return fig
 
 
-def _title(block, what):
-    parts = [p for p in (block.name, block.model_spec) if p]
+def _title(block, what, two_lines=False):
+    parts = [block.model_spec] if block.model_spec else []
     if np.isfinite(block.chi2_nu):
         parts.append(rf"$\chi^2_\nu$ = {block.chi2_nu:.3f}")
-    head = "  ".join(parts)
-    return f"{head}  ({what})" if head else what
+    parts.append(f"({what})")
+    rest = "  ".join(parts)
+    if not block.name:
+        return rest
+    return f"{block.name}\n{rest}" if two_lines else f"{block.name}  {rest}"
 
 
 # -- image panels ------------------------------------------------------------------------------
