@@ -6,6 +6,7 @@ from .imfit import ImfitConfig, fit_imfit, read_imfit_config, write_imfit_params
 from .model import Model, Sampling, render
 from .profiles import PROFILES, Param, ProfileSpec, get_profile, register_profile
 from .sampling import integrate_pixels
+from .plot import ImgBlock, elliptical_profile, plot_compare, plot_panels, plot_profile, read_imgblock
 
 __version__ = "0.1.0"
 
@@ -15,4 +16,5 @@ __all__ = [
     "get_profile", "register_profile", "integrate_pixels", "__version__",
     "Feedme", "read_feedme", "read_constraints", "fit_feedme", "format_feedme", "write_feedme",
     "ImfitConfig", "read_imfit_config", "fit_imfit", "write_imfit_params",
+    "ImgBlock", "elliptical_profile", "plot_compare", "plot_panels", "plot_profile", "read_imgblock",
 ]

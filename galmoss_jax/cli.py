@@ -1,4 +1,4 @@
-"""The ``galmoss-jax`` command: ``render``, ``fit`` and ``example``.
+"""The ``galmoss-jax`` command: ``render``, ``fit``, ``example`` and ``plot``.
 
 Errors print one line (``galmoss-jax: error: ...``) and exit with status 2; ``--debug`` shows
 the traceback.
@@ -253,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import galfit, imfit
     galfit.add_parser(sub)
     imfit.add_parser(sub)
+    from .plot import add_parser as add_plot_parser  # figures: galmoss_jax/plot.py
+    add_plot_parser(sub)
     return p
 
 
