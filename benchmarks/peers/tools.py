@@ -312,7 +312,7 @@ def fit_astrophot(job, starts):
                 rows.append(row); errs.append(err)
                 chi.append(float(_t(res.chi2_ndf())))
                 ok.append("success" in res.message and "fail" not in res.message)
-                nit.append(res.iteration)
+                nit.append(max(len(res.loss_history) - 1, 0))
             except Exception as e:  # noqa: BLE001
                 rows.append(_nan_row(kind)); errs.append({}); chi.append(np.nan); ok.append(False); nit.append(np.nan)
                 print(f"astrophot: galaxy {g}: {type(e).__name__}: {e}", flush=True)
