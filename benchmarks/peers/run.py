@@ -65,7 +65,8 @@ def worker(tool, job_path, out_path, opts):
         t1 = time.perf_counter()
         try:
             if tool == "galmoss":
-                out, timing = T.fit_galmoss(job, starts, iteration=opts["galmoss_iter"])
+                out, timing = T.fit_galmoss(job, starts, iteration=opts["galmoss_iter"],
+                                            with_errors=job.get("galmoss_errors", True))
             else:
                 out, timing = T.FITTERS[tool](job, starts)
             results[jname] = dict(out=out, timing=timing, wall=time.perf_counter() - t1)
@@ -123,8 +124,13 @@ def build_jobs(args):
         sets[kind] = s
     counts = ", ".join(f"{k}: {len(v['data'])}" for k, v in sets.items())
     print(f"simulated {counts} galaxies in {time.perf_counter() - t:.1f} s", flush=True)
+    # GALMOSS's covariance step (vmap(jacrev) over every pixel) costs minutes per galaxy on this
+    # CPU: only with --galmoss-errors, and then on the single-Sérsic set only
+    for name in sets:
+        sets[name]["galmoss_errors"] = bool(args.galmoss_errors) and name == "sersic"
     if not args.skip_sdss:
         sets["sdss"] = sdss_job()
+        sets["sdss"]["galmoss_errors"] = False
     return sets
 
 
@@ -282,6 +288,8 @@ def main(argv=None):
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated tools to try")
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--galmoss-iter", type=int, default=1500)
+    ap.add_argument("--galmoss-errors", action="store_true",
+                    help="run GALMOSS's covariance step (slow) on the single-Sérsic set")
     ap.add_argument("--skip-sdss", action="store_true")
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
     ap.add_argument("--raw", help="also pickle the simulated sets and every tool's raw results here")
