@@ -293,7 +293,8 @@ def main(argv=None):
     ap.add_argument("--skip-sdss", action="store_true")
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
     ap.add_argument("--raw", help="also pickle the simulated sets and every tool's raw results here")
-    ap.add_argument("--from-raw", help="only rewrite the report from a --raw pickle")
+    ap.add_argument("--from-raw", help="only rewrite the report from --raw pickle(s), comma-separated: "
+                                       "tools failed or missing in the first are taken from the others")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
     ap.add_argument("--out-pkl", help=argparse.SUPPRESS)
@@ -302,8 +303,18 @@ def main(argv=None):
         worker(args.worker, args.job, args.out_pkl, {"galmoss_iter": args.galmoss_iter})
         return 0
     if args.from_raw:
-        with open(args.from_raw, "rb") as f:
-            raw = pickle.load(f)
+        raws = []
+        for path in args.from_raw.split(","):
+            with open(path, "rb") as f:
+                raws.append(pickle.load(f))
+        raw = raws[0]
+        for extra in raws[1:]:   # tools that failed or were missing in the first run, from later runs
+            for tool, res in extra["results"].items():
+                if tool not in raw["results"] or "error" in raw["results"][tool]:
+                    res["separate_run"] = extra["cmdline"]
+                    raw["results"][tool] = res
+                    if tool not in raw["found"]:
+                        raw["found"].append(tool)
         report = make_report(raw["args"], raw["sets"], raw["results"], raw["found"], raw["slow"], raw["cmdline"],
                              raw["load0"], raw["load1"], raw["total"])
         print(report)
@@ -382,6 +393,8 @@ def make_report(args, sets, results, found, slow, cmdline, load0, load1, total):
          f"Machine: {cpu}, {mem}; {env}. Load average (1, 5, 15 min) at start "
          f"{', '.join(f'{x:.1f}' for x in load0)}, at end {', '.join(f'{x:.1f}' for x in load1)} "
          "(the machine is shared: timings are noisy; all tools ran in this one run, one after another).", "",
+         *[f"{t} ran in a separate run at the same time (`{results[t]['separate_run']}`)." for t in found
+           if "separate_run" in results[t]], "",
          "Versions: " + ", ".join(f"{t} {results[t].get('version', '?')}" for t in found if "version" in results[t])
          + f"; galmoss_jax from the working tree, commit {commit}{' + local changes' if dirty else ''}.", "",
          "Definitions: *gal/s* steady-state galaxies per second; *start-up* import + one-off cost of the first "
@@ -400,7 +413,8 @@ def make_report(args, sets, results, found, slow, cmdline, load0, load1, total):
         if kind not in sets:
             continue
         truth = sets[kind]["truth"]
-        nslow = args.n_slow if kind == "sersic" else args.n_bd_slow
+        rates = {}
+        nslow = args.n_slow if kind == "sersic" else getattr(args, "n_bd_slow", args.n_slow)
         L += [f"## {title} ({len(sets[kind]['data'])} GalSim galaxies; slow tools: the first {nslow})", ""]
         if kind == "sersic":
             L += ["| tool | start | N | gal/s | start-up (s) | wall (s) | Δmag | Δr_e/r_e | Δn | Δq | Δpa (°) | "
@@ -430,6 +444,13 @@ def make_report(args, sets, results, found, slow, cmdline, load0, load1, total):
                     L.append(f"| {tool} | {sname} | {n} | {rate:.3g} | {su:.1f} | {wall:.0f} | {fmt(m['tot'])} | "
                              f"{fmt(m['bt'])} | {fmt(m['b_r_e'])} | {fmt(m['d_r_s'])} | {fmt(m['b_n'])} | "
                              f"{m['cat']:.2f} | {fmt(m['cover'], 2)} | {fmt(m['n_iter'])} |")
+                rates.setdefault(sname, {})[tool] = rate
+        for sname, r in rates.items():
+            peers = {t: v for t, v in r.items() if t != "galmoss_jax"}
+            if "galmoss_jax" in r and peers:
+                best = max(peers, key=peers.get)
+                L.append(f"\n{sname} start: galmoss_jax {r['galmoss_jax']:.3g} gal/s = "
+                         f"{r['galmoss_jax'] / peers[best]:.2g}× the fastest peer ({best}, {peers[best]:.3g} gal/s).")
         L.append("")
     # SDSS
     if "sdss" in sets:
