@@ -295,6 +295,7 @@ def main(argv=None):
     ap.add_argument("--raw", help="also pickle the simulated sets and every tool's raw results here")
     ap.add_argument("--from-raw", help="only rewrite the report from --raw pickle(s), comma-separated: "
                                        "tools failed or missing in the first are taken from the others")
+    ap.add_argument("--notes", help="a Markdown file appended to the report (observations of this run)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
     ap.add_argument("--out-pkl", help=argparse.SUPPRESS)
@@ -317,6 +318,9 @@ def main(argv=None):
                         raw["found"].append(tool)
         report = make_report(raw["args"], raw["sets"], raw["results"], raw["found"], raw["slow"], raw["cmdline"],
                              raw["load0"], raw["load1"], raw["total"])
+        if args.notes:
+            with open(args.notes) as f:
+                report += "\n" + f.read()
         print(report)
         with open(args.results, "w") as f:
             f.write(report)
