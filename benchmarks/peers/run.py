@@ -13,13 +13,15 @@ import and start-up are its own, and torch and JAX never share a process):
 
 Each tool is configured as its documentation recommends (``tools.py``); conventions are
 converted by ``conventions.py`` and verified by ``check_conventions.py``.  Slow tools fit the
-first ``--n-slow`` galaxies of each set (GALMOSS by default).
+first ``--n-slow`` single-Sérsic galaxies (GALMOSS and AstroPhot by default) and
+``--slow-bd`` tools the first ``--n-bd-slow`` bulge + disk galaxies (Imfit, AstroPhot, GALMOSS).
 
 Timing: *start-up* = import + the one-off cost of the first fit (JAX tracing and compilation;
 for serial tools the first galaxy's excess over the median); *gal/s* = steady-state
 galaxies per second; *wall* = start-up + the set's steady time, i.e. a cold run on that set.
 
-    PYTHONPATH=$PWD /work/venv-peers/bin/python benchmarks/peers/run.py --n 40 --n-slow 8
+    PYTHONPATH=$PWD /work/venv-peers/bin/python benchmarks/peers/run.py --n 24 --n-bd 6 --n-slow 4 --n-bd-slow 2
+    ... --from-raw A.pkl,B.pkl --notes notes.md   # rewrite the report from saved runs
 """
 from __future__ import annotations
 
@@ -143,7 +145,8 @@ def run_tool(tool, sets, n_per_set, tmp, args):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", tool, "--job", jp, "--out-pkl", op,
            "--galmoss-iter", str(args.galmoss_iter)]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    # cwd: the temporary folder, so that log files some tools write (AstroPhot.log) stay out of the tree
+    proc = subprocess.run(cmd, env=env, cwd=tmp, capture_output=True, text=True)
     wall = time.perf_counter() - t
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "about to call" not in ln]
     print("\n".join(f"    {ln}" for ln in lines[-15:] if ln.strip()), flush=True)
