@@ -155,7 +155,7 @@ def _per_galaxy(value, G, name, dtype):
 def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=None,
         gain=None, read_noise=0.0, sky=0.0, stat: str = "chi2", solver="lm", optimizer=None,
         max_iter: int | None = None, oversample: int = 1, sampling: Sampling | None = None,
-        errors="gn", scale_errors: bool = False) -> FitResult:
+        errors="gn", scale_errors: bool = False, sharding=None) -> FitResult:
     """Fit ``model`` to one galaxy (``data`` of shape (H, W)) or a batch ((G, H, W)).
 
     Args:
@@ -187,6 +187,9 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             statistic (includes the curvature of the model times the residuals; slow to
             compile); ``None``/``False`` skips errors.  In both, cov = 2 H^-1.
         scale_errors: multiply the covariance by ``chi2_nu`` (errors by sqrt(chi2_nu)).
+        sharding: a :class:`jax.sharding.Sharding` of the galaxy axis (e.g. a ``NamedSharding``
+            over a 1-D device mesh, as :mod:`galmoss_jax.survey` builds): the per-galaxy
+            inputs are placed with it and the batch runs split across those devices.
 
     Returns:
         :class:`FitResult` with best-fit values, errors, covariance, statistic, dof, iterations
@@ -308,10 +311,11 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
                     sampling=sampling or Sampling(), stat=stat, free=free, free_bounds=bounds,
                     fixed=fixed_names, tied=model.tied, solver=kind, optimizer=optimizer,
                     max_iter=int(max_iter), errors=_errors_mode(errors))
+    put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
     pf, cov, value, n_iter, status = _fit_core(
-        prob, jnp.asarray(u0), jnp.asarray(fvals), jnp.asarray(d), jnp.asarray(s), jnp.asarray(m),
-        None if psf_arr is None else jnp.asarray(psf_arr), jnp.asarray(zp_arr), jnp.asarray(gain_arr),
-        jnp.asarray(rn_arr), jnp.asarray(sky_arr), psf_batched)
+        prob, put(u0), put(fvals), put(d), put(s), put(m),
+        None if psf_arr is None else (put if psf_batched else jnp.asarray)(psf_arr), put(zp_arr), put(gain_arr),
+        put(rn_arr), put(sky_arr), psf_batched)
     pf, cov, value = np.asarray(pf), np.asarray(cov), np.asarray(value)
     n_iter, status = np.asarray(n_iter).astype(np.int32), np.asarray(status).astype(np.int32)
     n_used = m.reshape(G, -1).sum(axis=1)
