@@ -9,8 +9,8 @@ through the same compiled :func:`galmoss_jax.fit.fit` core:
 * stamps are padded on the right and at the top (row and column indices kept, so ``x0, y0``
   stay in the cutout's own pixel frame) up to the next multiple of ``bucket`` pixels, the
   padding masked (``mask`` False, so it never enters the statistic); PSFs are zero-padded about
-  their centre to the next side of the form ``k * bucket + 1``; galaxies with the same padded
-  shapes form one bucket, and each bucket is cut into batches in catalogue order;
+  their centre to the largest PSF of the bucket; galaxies with the same padded stamp shape
+  form one bucket, and each bucket is cut into batches in catalogue order;
 * the last batch of a bucket is filled up with copies of its first galaxy, whose rows are
   dropped;
 * the batch plan depends only on the inputs, ``batch_size`` and ``bucket``, never on where a run
@@ -327,16 +327,13 @@ def _round_up(n, step):
     return int(math.ceil(n / step) * step)
 
 
-def _psf_side(n, step):
-    return n if n <= 1 else int(math.ceil((n - 1) / step) * step + 1)
-
-
 def plan_batches(galaxies, batch_size: int, *, bucket: int = 16) -> list[Batch]:
     """Cut the usable galaxies into batches of ``batch_size`` with a common padded shape.
 
     Deterministic: buckets in order of their padded shapes, galaxies in catalogue order within
-    a bucket.  ``bucket``: stamps are padded to multiples of it (pixels), PSFs to sides
-    ``k * bucket + 1``; ``bucket=1`` pads nothing (one bucket per distinct shape).
+    a bucket.  ``bucket``: stamps are padded to multiples of it (pixels); the PSFs of a bucket
+    are zero-padded about their centres to its largest PSF; ``bucket=1`` pads no stamp (one
+    bucket per distinct shape).
     """
     if batch_size < 1:
         raise ParameterError(f"batch_size must be a positive integer, got {batch_size}")
@@ -347,11 +344,14 @@ def plan_batches(galaxies, batch_size: int, *, bucket: int = 16) -> list[Batch]:
         if g.status:
             continue
         shape = (_round_up(g.shape[0], bucket), _round_up(g.shape[1], bucket))
-        pshape = None if g.psf_shape is None else (_psf_side(g.psf_shape[0], bucket), _psf_side(g.psf_shape[1], bucket))
-        groups.setdefault((shape, pshape), []).append(g)
+        groups.setdefault((shape, g.psf_shape is not None), []).append(g)
     batches = []
-    for (shape, pshape) in sorted(groups, key=lambda k: (k[0], k[1] or (0, 0))):
-        gs = groups[(shape, pshape)]
+    for key in sorted(groups):
+        shape, has_psf = key
+        gs = groups[key]
+        pshape = None
+        if has_psf:  # the largest PSF of the bucket (no padding at all when they agree)
+            pshape = tuple(max(g.psf_shape[i] for g in gs) for i in (0, 1))
         for a in range(0, len(gs), batch_size):
             chunk = tuple(gs[a:a + batch_size])
             paths = {(g.psf, g.psf_plane) for g in chunk}
@@ -735,7 +735,7 @@ class SurveySummary:
 
 
 def _progress(total, initial, quiet):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     disable = quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
     return tqdm(total=total, initial=initial, unit="gal", desc="fitting", disable=disable,
@@ -826,14 +826,17 @@ def _counts(table):
     return {int(c): int(k) for c, k in zip(codes, n)}
 
 
-def fit_survey(galaxies, options: FitOptions, *, out=None, batch_size: int = 64, bucket: int = 16,
+def fit_survey(galaxies, options, *, out=None, batch_size: int = 64, bucket: int = 16,
                resume: bool = False, overwrite: bool = False, devices=None, client=None,
-               chunk_batches: int = 4, retries: int = 2, prefetch: int = 2, quiet: bool = False):
+               chunk_batches: int = 4, retries: int = 2, prefetch: int = 2, quiet: bool = False,
+               **fit_kwargs):
     """Fit a survey in fixed-shape batches, streaming from disk; returns ``(table, summary)``.
 
     Args:
         galaxies: from :func:`catalog_galaxies` or :func:`cube_galaxies`.
-        options: the fit options (:class:`FitOptions`).
+        options: the fit options (:class:`FitOptions`), or a model (profile name, spec string
+            or :class:`~galmoss_jax.Model`) with the options as ``fit_kwargs`` (``max_iter=``,
+            ``stat=``, ...).
         out: output table (.fits, .ecsv, .csv, .parquet).  Finished batches go to
             ``<out>.parts/`` as they complete; the table is written at the end.  None: keep
             everything in memory (no parts, no resume).
@@ -852,6 +855,11 @@ def fit_survey(galaxies, options: FitOptions, *, out=None, batch_size: int = 64,
     import jax
 
     t0 = time.perf_counter()
+    if not isinstance(options, FitOptions):
+        options = FitOptions(model=options, **fit_kwargs)
+    elif fit_kwargs:
+        raise ParameterError(f"give the fit options either in FitOptions or as keywords, not both "
+                             f"({', '.join(fit_kwargs)})")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
     devs = list(jax.local_devices()) if devices is None else list(devices)
