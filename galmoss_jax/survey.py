@@ -1030,6 +1030,8 @@ def cmd_fit_survey(args, build_model, table_params):
         raise ParameterError("give either an IMAGE cube or --catalog TABLE")
     model, init = build_model(args)
     if args.catalog:
+        if args.init:
+            raise ParameterError("--init: with --catalog give initial values as catalogue columns (e.g. sersic_r_e)")
         if args.sigma or args.mask:
             raise ParameterError("--sigma and --mask name files of one cube; with --catalog give them as columns")
         gals = catalog_galaxies(args.catalog, model, zeropoint=args.zeropoint, gain=args.gain,

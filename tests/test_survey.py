@@ -6,6 +6,7 @@ padded to 24x24, so that the one compiled fit function serves every run in a pro
 References: the injected truth, :func:`galmoss_jax.fit.fit` on the same stamps, and an
 uninterrupted run (which a killed and resumed run, a sharded run and a Dask run must equal).
 """
+import dataclasses
 import os
 import signal
 import subprocess
@@ -170,17 +171,34 @@ def test_sigkill_then_resume_equals_uninterrupted(catalog, reference, tmp_path):
 
 
 def test_dask_local_cluster_equals_streaming(catalog, reference, tmp_path, monkeypatch):
+    """Two worker processes fit the chunks; one is killed while it fits, its chunk is rerun."""
+    import concurrent.futures
+
     distributed = pytest.importorskip("distributed")
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
     gals = survey.catalog_galaxies(catalog[0], OPTIONS.model)
     out = tmp_path / "dask.ecsv"
+    parts = tmp_path / "dask.ecsv.parts"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   env={"PYTHONPATH": _env()["PYTHONPATH"], "JAX_PLATFORMS": "cpu"}) as cluster, \
             distributed.Client(cluster) as client:
         files = client.run(lambda: __import__("galmoss_jax").__file__)
         assert all(f.startswith(ROOT) for f in files.values())
-        table, summary = survey.fit_survey(gals, OPTIONS, out=out, batch_size=4, bucket=8, client=client,
-                                           chunk_batches=1, quiet=True)
+        pids = client.run(os.getpid)
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            run = ex.submit(survey.fit_survey, gals, OPTIONS, out=out, batch_size=4, bucket=8, client=client,
+                            chunk_batches=1, retries=1, quiet=True)
+            killed = None
+            deadline = time.monotonic() + 600
+            while killed is None and not run.done() and time.monotonic() < deadline:
+                if parts.is_dir() and any(p.name.startswith("batch-") for p in parts.iterdir()):
+                    busy = [w for w, keys in client.processing().items() if keys]
+                    if busy:
+                        killed = busy[0]
+                        os.kill(pids[killed], signal.SIGKILL)     # the nanny starts a new one
+                time.sleep(0.05)
+            table, summary = run.result()
+    assert killed is not None, "no worker was busy after the first chunk"
     assert summary.counts == {0: 16, survey.INPUT_MISSING: 2}
     assert_tables_equal(Table.read(out), reference)
 
@@ -207,3 +225,23 @@ def test_sharded_over_two_devices_equals_single_device(catalog, reference, tmp_p
     for c in reference.colnames:
         if reference[c].dtype.kind == "f":
             np.testing.assert_allclose(np.asarray(got[c]), np.asarray(reference[c]), rtol=1e-9, atol=1e-12, err_msg=c)
+
+
+def test_plan_is_deterministic_and_bucketed():
+    """Batches: one per bucket of padded shapes, catalogue order, PSFs padded to the bucket's
+    largest; the plan (and its digest) does not depend on anything but the inputs."""
+    def gal(i, shape, psf_shape=None):
+        return survey.Galaxy(row=i, id=i, image=f"g{i}.fits", shape=shape, psf="p.fits" if psf_shape else None,
+                             psf_shape=psf_shape)
+    gals = [gal(0, (20, 20)), gal(1, (33, 30)), gal(2, (24, 17)), gal(3, (30, 40)),
+            gal(4, (16, 16), (5, 5)), gal(5, (12, 10), (9, 7)),
+            dataclasses.replace(gal(6, (20, 20)), status=survey.INPUT_MISSING, error="x")]
+    plan = survey.plan_batches(gals, 2, bucket=16)
+    assert [(b.shape, b.psf_shape, [g.row for g in b.galaxies]) for b in plan] == [
+        ((16, 16), (9, 7), [4, 5]), ((32, 32), None, [0, 2]), ((32, 48), None, [3]), ((48, 32), None, [1])]
+    assert [b.index for b in plan] == list(range(4)) and all(b.size == 2 for b in plan)
+    again = survey.plan_batches(list(gals), 2, bucket=16)
+    assert survey.plan_digest(plan, gals[-1:]) == survey.plan_digest(again, gals[-1:])
+    assert survey.plan_digest(plan, gals[-1:]) != survey.plan_digest(survey.plan_batches(gals, 3, bucket=16), gals[-1:])
+    # bucket 1: no stamp padding, one bucket per shape
+    assert len(survey.plan_batches(gals, 8, bucket=1)) == 6
