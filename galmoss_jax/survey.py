@@ -549,7 +549,9 @@ def load_batch(batch: Batch, model, reader=None) -> _BatchData:
     H, W = batch.shape
     template = next((s for s in slots if s is not None), None)
     if template is None:  # every galaxy of the batch failed: fit empty stamps
-        defaults = model.defaults()
+        from .init import guess_initial
+
+        defaults = guess_initial(model, np.zeros((H, W)), np.zeros((H, W), bool), batch.galaxies[0].zeropoint)
         psf0 = None
         if batch.psf_shape is not None and not batch.shared_psf:
             psf0 = np.zeros(batch.psf_shape)

@@ -245,3 +245,30 @@ def test_plan_is_deterministic_and_bucketed():
     assert survey.plan_digest(plan, gals[-1:]) != survey.plan_digest(survey.plan_batches(gals, 3, bucket=16), gals[-1:])
     # bucket 1: no stamp padding, one bucket per shape
     assert len(survey.plan_batches(gals, 8, bucket=1)) == 6
+
+
+def test_input_problems_become_statuses(tmp_path):
+    """Scan: a corrupt FITS, a mask of the wrong shape, an even PSF -> status 11; a missing
+    file -> 10.  Load: a file gone after the scan -> an empty (fully masked) slot, status 10."""
+    good = np.ones((20, 20))
+    fits.writeto(tmp_path / "a.fits", good)
+    fits.writeto(tmp_path / "m.fits", np.zeros((21, 20)))
+    fits.writeto(tmp_path / "p.fits", np.ones((4, 4)))
+    (tmp_path / "bad.fits").write_text("not a FITS file")
+    cat = Table({"image": ["a.fits", "bad.fits", "a.fits", "a.fits", "gone.fits", "a.fits"],
+                 "mask": ["", "", "m.fits", "", "", ""], "psf": ["", "", "", "p.fits", "", ""],
+                 "zeropoint": [25.0] * 5 + [np.nan], "sigma": ["a.fits"] * 6})
+    gals = survey.catalog_galaxies(cat, "sersic", base_dir=tmp_path)
+    assert [g.status for g in gals] == [0, survey.INPUT_INVALID, survey.INPUT_INVALID, survey.INPUT_INVALID,
+                                        survey.INPUT_MISSING, survey.INPUT_INVALID]
+    assert "not a readable FITS" in gals[1].error and "shape" in gals[2].error and "odd" in gals[3].error
+    assert "zero point" in gals[5].error
+    gone = dataclasses.replace(gals[0], row=9, image=str(tmp_path / "gone.fits"))
+    batch = survey.plan_batches([gals[0], gone], 4, bucket=8)[0]
+    bd = survey.load_batch(batch, "sersic")
+    assert list(bd.failed) == [1] and bd.failed[1][0] == survey.INPUT_MISSING
+    assert bd.arrays["data"].shape == (4, 24, 24)
+    m = bd.arrays["mask"]
+    assert m[0, :20, :20].all() and not m[0, 20:].any() and not m[0, :, 20:].any() and not m[1].any()
+    np.testing.assert_array_equal(bd.arrays["data"][0, :20, :20], good)
+    np.testing.assert_array_equal(m[2], m[0])   # padding slots copy the first galaxy
