@@ -467,7 +467,7 @@ def _load_one(g: Galaxy, batch: Batch, model, reader, need):
     if g.psf is not None and not batch.shared_psf:
         psf = _checked_psf(reader.plane(g.psf, g.psf_plane), g.psf)
         psf = _pad_psf(psf, batch.psf_shape)
-    init = dict(g.init)
+    init = {model.resolve(k, "init"): v for k, v in g.init}
     missing = [n for n in need if n not in init]
     if missing:
         gs = guess_initial(model, d, m, g.zeropoint)
@@ -967,7 +967,11 @@ def _run_dask(client, batches, options, parts_dir, chunk_batches, retries, bar):
         raise GalmossError("the Dask backend needs dask.distributed: pip install 'galmoss_jax[dask]'") from None
     own = False
     if isinstance(client, str):
-        client = Client(client)
+        address = client
+        try:
+            client = Client(address, timeout=60)
+        except (OSError, TimeoutError) as e:
+            raise GalmossError(f"--scheduler: cannot connect to the Dask scheduler at {address!r} ({e})") from None
         own = True
     if chunk_batches < 1:
         raise ParameterError(f"chunk_batches must be a positive integer, got {chunk_batches}")

@@ -1,8 +1,8 @@
 """Streaming survey runs: catalogue input, kill and resume, device sharding, Dask workers.
 
-Every run fits the same small catalogue (18 single-Sérsic cutouts of 20x20 and 24x24 pixels,
+Every run fits the same small catalogue (14 single-Sérsic cutouts of 13x13 and 16x16 pixels,
 rendered by galmoss_jax with Gaussian noise; two rows with a missing file) in batches of 4
-padded to 24x24, so that the one compiled fit function serves every run in a process.
+padded to 16x16, so that the one compiled fit function serves every run in a process.
 References: the injected truth, :func:`galmoss_jax.fit.fit` on the same stamps, and an
 uninterrupted run (which a killed and resumed run, a sharded run and a Dask run must equal).
 """
@@ -26,8 +26,10 @@ from galmoss_jax.fit import fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZP = 25.0
-N = 18
-MISSING_IMAGE, MISSING_SIGMA = 5, 11       # rows whose image / sigma file does not exist
+N = 14
+MISSING_IMAGE, MISSING_SIGMA = 5, 10       # rows whose image / sigma file does not exist
+SMALL, BIG = 13, 16                        # stamp sides (every third row is small)
+N_OK = N - 2                               # 12 galaxies fitted: 3 batches of 4
 FIT_ARGS = ["--batch-size", "4", "--bucket", "8", "--max-iter", "10", "--quiet"]
 OPTIONS = survey.FitOptions(model=gj.Model("sersic"), max_iter=10)
 
@@ -49,10 +51,10 @@ def catalog(tmp_path_factory):
     rng = np.random.default_rng(7)
     rows, truths = [], []
     for i in range(N):
-        s = 20 if i % 3 == 0 else 24
+        s = SMALL if i % 3 == 0 else BIG
         c = (s - 1) / 2
         p = dict(x0=c + rng.uniform(-1, 1), y0=c + rng.uniform(-1, 1), mag=rng.uniform(16.5, 17.5),
-                 r_e=rng.uniform(2.0, 3.5), n=rng.uniform(1.0, 2.5), q=rng.uniform(0.5, 0.9), pa=rng.uniform(-80, 80))
+                 r_e=rng.uniform(1.5, 2.5), n=rng.uniform(1.0, 2.5), q=rng.uniform(0.5, 0.9), pa=rng.uniform(-80, 80))
         img = np.asarray(gj.render("sersic", p, (s, s), zeropoint=ZP))
         sig = np.full_like(img, 0.01 * img.max())
         data = img + sig * rng.normal(size=img.shape)
@@ -95,15 +97,15 @@ def test_catalog_mixed_sizes_and_missing_files(catalog, reference):
     assert np.all(np.isnan(t["sersic_r_e"][bad])) and np.all(t["dof"][bad] == 0)
     ok = np.setdiff1d(np.arange(N), bad)
     assert np.all(t["status"][ok] == 0)
-    # both stamp sizes were fitted in their own pixel frame (padding to 24x24 only masked):
+    # both stamp sizes were fitted in their own pixel frame (padding to 16x16 only masked):
     # every parameter within 4 sigma of the injected truth
     for k in ("x0", "y0", "mag", "r_e", "n", "q"):
         pull = (t[f"sersic_{k}"][ok] - truth[k][ok]) / t[f"sersic_{k}_err"][ok]
         assert np.all(np.abs(pull) < 4), (k, pull)
     small = ok[ok % 3 == 0]
-    assert len(small) >= 4
-    # dof = used pixels - 7: the padding of the 20x20 stamps is not counted
-    assert np.all(t["dof"][small] == 20 * 20 - 7) and np.all(t["dof"][ok[ok % 3 != 0]] == 24 * 24 - 7)
+    assert len(small) >= 3
+    # dof = used pixels - 7: the padding of the small stamps is not counted
+    assert np.all(t["dof"][small] == SMALL ** 2 - 7) and np.all(t["dof"][ok[ok % 3 != 0]] == BIG ** 2 - 7)
 
 
 def test_cube_stream_equals_in_memory_fit(catalog, reference, tmp_path):
@@ -162,10 +164,10 @@ def test_sigkill_then_resume_equals_uninterrupted(catalog, reference, tmp_path):
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
     assert not out.exists()
     done = sorted(p.name for p in parts.iterdir() if p.name.startswith("batch-"))
-    assert 1 <= len(done) < 4, done                     # 16 usable galaxies: 4 batches
+    assert 1 <= len(done) < N_OK // 4, done
     res = subprocess.run(cmd + ["--resume"], env=_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "16 succeeded" in res.stdout and f"{16 - 4 * len(done)} fitted" in res.stdout
+    assert f"{N_OK} succeeded" in res.stdout and f"{N_OK - 4 * len(done)} fitted" in res.stdout
     assert_tables_equal(Table.read(out), reference)
     assert not parts.exists()
 
@@ -199,7 +201,7 @@ def test_dask_local_cluster_equals_streaming(catalog, reference, tmp_path, monke
                 time.sleep(0.05)
             table, summary = run.result()
     assert killed is not None, "no worker was busy after the first chunk"
-    assert summary.counts == {0: 16, survey.INPUT_MISSING: 2}
+    assert summary.counts == {0: N_OK, survey.INPUT_MISSING: 2}
     assert_tables_equal(Table.read(out), reference)
 
 
@@ -272,3 +274,8 @@ def test_input_problems_become_statuses(tmp_path):
     assert m[0, :20, :20].all() and not m[0, 20:].any() and not m[0, :, 20:].any() and not m[1].any()
     np.testing.assert_array_equal(bd.arrays["data"][0, :20, :20], good)
     np.testing.assert_array_equal(m[2], m[0])   # padding slots copy the first galaxy
+    # initial values by bare, full or column name reach the fit; the rest are guessed
+    seeded = dataclasses.replace(gals[0], init=(("r_e", 3.25), ("sersic.n", 1.5), ("sersic_q", 0.6)))
+    bd = survey.load_batch(survey.plan_batches([seeded], 2, bucket=8)[0], "sersic")
+    assert list(bd.arrays["init"]["sersic.r_e"]) == [3.25, 3.25] and bd.arrays["init"]["sersic.n"][0] == 1.5
+    assert bd.arrays["init"]["sersic.q"][0] == 0.6 and np.isfinite(bd.arrays["init"]["sersic.x0"]).all()
