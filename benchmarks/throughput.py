@@ -174,6 +174,7 @@ def compare_streaming(args):
         order = ["memory", "stream"] * args.repeat
         for mode in order:
             t = time.perf_counter()
+            c = time.process_time()   # CPU seconds of this process, all threads (robust to other users' load)
             if mode == "memory":
                 tabs = []
                 for a in range(0, n, B):
@@ -194,10 +195,15 @@ def compare_streaming(args):
                 table, _ = survey.fit_survey(gals, survey.FitOptions(model="sersic", max_iter=args.max_iter),
                                              out=out, batch_size=B, bucket=args.bucket, quiet=True)
             dt = time.perf_counter() - t
+            dc = time.process_time() - c
             results.setdefault(mode, []).append(dt)
+            results.setdefault(mode + "_cpu", []).append(dc)
             results[mode + "_table"] = table
-            print(f"{mode:>7}: {n} galaxies in {dt:8.1f} s = {n / dt:7.2f} galaxies/s", flush=True)
+            print(f"{mode:>7}: {n} galaxies in {dt:8.1f} s = {n / dt:7.2f} galaxies/s; CPU {dc:8.1f} s "
+                  f"(load average {os.getloadavg()[0]:.1f})", flush=True)
     tm, ts = min(results["memory"]), min(results["stream"])
+    cm, cs = min(results["memory_cpu"]), min(results["stream_cpu"])
+    print(f"CPU time: in-memory {cm:.1f} s, streaming {cs:.1f} s ({100 * (cs / cm - 1):+.1f} %)")
     a, b = results["memory_table"], results["stream_table"]
     same = np.allclose(np.asarray(a["sersic_r_e"]), np.asarray(b["sersic_r_e"]), rtol=1e-4, equal_nan=True)
     rss, dev = _peak()
