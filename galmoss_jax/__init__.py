@@ -7,6 +7,7 @@ from .model import Model, Sampling, render
 from .profiles import PROFILES, Param, ProfileSpec, get_profile, register_profile
 from .sampling import integrate_pixels
 from .plot import ImgBlock, elliptical_profile, plot_compare, plot_panels, plot_profile, read_imgblock
+from .survey import FitOptions, catalog_galaxies, cube_galaxies, fit_survey
 
 __version__ = "0.1.0"
 
@@ -17,4 +18,5 @@ __all__ = [
     "Feedme", "read_feedme", "read_constraints", "fit_feedme", "format_feedme", "write_feedme",
     "ImfitConfig", "read_imfit_config", "fit_imfit", "write_imfit_params",
     "ImgBlock", "elliptical_profile", "plot_compare", "plot_panels", "plot_profile", "read_imgblock",
+    "FitOptions", "catalog_galaxies", "cube_galaxies", "fit_survey",
 ]

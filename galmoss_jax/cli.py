@@ -129,6 +129,13 @@ def cmd_fit(args):
     from .fit import fit
     from .io import imgblock_paths, read_image, read_mask, read_table, write_imgblocks
     from .results import check_table_output, write_table
+    from . import survey
+
+    if survey.wants_survey(args):
+        survey.cmd_fit_survey(args, _build_model, _table_params)
+        return
+    if args.image is None:
+        raise ParameterError("IMAGE is required (or --catalog TABLE)")
 
     check_table_output(args.out, overwrite=args.overwrite, name="--out")
     model, init = _build_model(args)
@@ -223,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_render)
 
     f = sub.add_parser("fit", help="fit a model to an image or a cube of galaxies")
-    f.add_argument("image", help="FITS image (H, W) or cube (G, H, W)")
+    f.add_argument("image", nargs="?", help="FITS image (H, W) or cube (G, H, W)")
     f.add_argument("--sigma", help="1-sigma error map (FITS)")
     f.add_argument("--gain", type=float, help="electrons per image unit (sigma from the data)")
     f.add_argument("--read-noise", type=float, default=0.0, help="read noise, electrons")
@@ -244,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--imgblock", metavar="DIR", help="write per-galaxy image blocks into DIR")
     f.add_argument("--out", required=True, help="result table (.fits, .ecsv, .csv, .parquet)")
     f.add_argument("--overwrite", action="store_true")
+    from .survey import add_arguments as _survey_arguments
+    _survey_arguments(f)
     f.set_defaults(func=cmd_fit)
 
     e = sub.add_parser("example", help="fit the bundled SDSS galaxies (quick start)")

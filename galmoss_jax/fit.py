@@ -146,15 +146,15 @@ def _chunk_size(chunk_size, G: int) -> int:
     return min(chunk_size, G)
 
 
-def _run_chunks(prob, per_galaxy, psf, psf_batched, chunk):
+def _run_chunks(prob, per_galaxy, psf, psf_batched, chunk, put=jnp.asarray):
     """``_fit_core`` over consecutive chunks of ``chunk`` galaxies (the last one padded with
     copies of its last galaxy, so that every call has the same shapes and one compile serves
-    all), concatenated on the host."""
+    all), concatenated on the host.  ``put`` places each per-galaxy array on its device(s)."""
     G = per_galaxy[0].shape[0]
     outs = []
     for a in range(0, G, chunk):
         idx = np.minimum(np.arange(a, a + chunk), G - 1)
-        arrs = [jnp.asarray(x[idx]) for x in per_galaxy]
+        arrs = [put(x[idx]) for x in per_galaxy]
         u0, fvals, d, s, m = arrs[:5]
         k = arrs[5] if psf_batched else (None if psf is None else jnp.asarray(psf))
         zp, gain, rn, sky = arrs[-4:]
@@ -193,7 +193,8 @@ def _per_galaxy(value, G, name, dtype, *, allow_nan=False):
 def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=None,
         gain=None, read_noise=0.0, sky=0.0, stat: str = "chi2", solver="lm", optimizer=None,
         max_iter: int | None = None, oversample: int = 1, sampling: Sampling | None = None,
-        errors="gn", scale_errors: bool = False, chunk_size: int | None = None) -> FitResult:
+        errors="gn", scale_errors: bool = False, chunk_size: int | None = None,
+        sharding=None) -> FitResult:
     """Fit ``model`` to one galaxy (``data`` of shape (H, W)) or a batch ((G, H, W)).
 
     Args:
@@ -229,8 +230,11 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             compile); ``None``/``False`` skips errors.  In both, cov = 2 H^-1.
         scale_errors: multiply the covariance by ``chi2_nu`` (errors by sqrt(chi2_nu)).
         chunk_size: galaxies per call of the compiled solver (default: 2 on CPU, where small
-            chunks are faster per galaxy, the whole batch on a GPU).  The results do not
-            depend on it beyond float rounding.
+            chunks are faster per galaxy, the whole batch on a GPU or with ``sharding``).  The
+            results do not depend on it beyond float rounding.
+        sharding: a :class:`jax.sharding.Sharding` of the galaxy axis (e.g. a ``NamedSharding``
+            over a 1-D device mesh, as :mod:`galmoss_jax.survey` builds): the per-galaxy
+            inputs are placed with it and the batch runs split across those devices.
 
     Returns:
         :class:`FitResult` with best-fit values, errors, covariance, statistic, dof, iterations
@@ -367,9 +371,10 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
                     sampling=sampling or Sampling(), stat=stat, free=free, free_bounds=bounds,
                     fixed=fixed_names, tied=model.tied, solver=kind, optimizer=optimizer,
                     max_iter=int(max_iter), errors=_errors_mode(errors))
+    put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
     per_galaxy = [u0, fvals, d, s, m] + ([psf_arr] if psf_batched else []) + [zp_arr, gain_arr, rn_arr, sky_arr]
-    pf, cov, value, n_iter, status = _run_chunks(prob, per_galaxy, psf_arr, psf_batched,
-                                                 _chunk_size(chunk_size, G))
+    chunk = G if sharding is not None else _chunk_size(chunk_size, G)
+    pf, cov, value, n_iter, status = _run_chunks(prob, per_galaxy, psf_arr, psf_batched, chunk, put)
     n_used = m.reshape(G, -1).sum(axis=1)
     dof = (n_used - len(free)).astype(np.int64)
     status = np.where(n_used == 0, NO_DATA, status).astype(np.int32)
