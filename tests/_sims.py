@@ -77,3 +77,29 @@ def wrap_pa(d):
 
 def truth_params(truth):
     return {f"sersic.{k}": np.asarray(truth[k], float) for k in PARAMS}
+
+
+SEED_STARTS = 20261201
+N_STARTS_TEST = 200
+
+
+def starts_sample(seed=SEED_STARTS, G=N_STARTS_TEST):
+    """The simulated galaxies of ``test_init_multistart.py`` (and ``benchmarks/starts_vs_imfit.py``):
+    truth, S/N, noiseless GalSim images, noisy data and sigma maps."""
+    rng = np.random.default_rng(seed)
+    truth, snr = random_truth(rng, G)
+    clean = draw_batch(truth)
+    sigma = noise_sigma(clean, snr)
+    data = clean + rng.normal(size=clean.shape) * sigma
+    return dict(truth=truth, snr=snr, clean=clean, data=data, sigma=sigma)
+
+
+def poor_start(G):
+    """The deliberately poor start of the tests: n = 1, r_e = 5 px, q = 1, pa = 0, centre at
+    the stamp centre (mag left to the automatic value)."""
+    c = (NX - 1) / 2.0
+    return {"x0": np.full(G, c), "y0": np.full(G, c), "r_e": np.full(G, 5.0), "n": np.full(G, 1.0),
+            "q": np.full(G, 1.0), "pa": np.zeros(G)}
+
+
+SNR_BINS = ((20, 50), (50, 150), (150, 500))
