@@ -11,7 +11,7 @@
    the *amplitudes* of the light components solved by weighted linear least squares (the
    model is linear in each component's flux, so every grid point is compared at its best
    magnitudes, which also sets the bulge/disk flux split); the statistic of each candidate is
-   evaluated in ONE vmapped, jitted call over (galaxy x candidate);
+   evaluated in ONE jitted call, vectorised over galaxies and looping over candidates;
 3. **LM** from the best candidate (``starts="auto"`` or ``starts=1`` with screening off), or
    from the best ``S`` distinct candidates (``starts=S``): the batch is tiled G x S, the
    existing jitted fit core runs once on it, and each galaxy keeps the start that ends with the
@@ -49,6 +49,19 @@ def parse_starts(starts):
     if isinstance(starts, bool) or not isinstance(starts, (int, np.integer)) or starts < 1:
         raise ParameterError(f"starts must be 'auto' or a positive integer, got {starts!r}")
     return ("none", 1) if starts == 1 else ("grid", int(starts))
+
+
+def parse_starts_option(text: str):
+    """CLI ``--starts``: ``"auto"`` or a positive integer."""
+    if text == "auto":
+        return "auto"
+    try:
+        v = int(text)
+    except ValueError:
+        raise ParameterError(f"--starts: expected 'auto' or a positive integer, got {text!r}") from None
+    if v < 1:
+        raise ParameterError(f"--starts: expected 'auto' or a positive integer, got {text!r}")
+    return v
 
 
 def candidate_starts(model: Model, free, bounds, given: np.ndarray, auto: np.ndarray) -> np.ndarray:
@@ -138,9 +151,12 @@ def _screen(prob, cands, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_b
     psf_fft = None if psf is None else stamp_psf_transform(psf, prob.shape, prob.oversample)
     in_psf = 0 if psf_batched else None
     one = functools.partial(_screen_one, prob)
-    over_c = jax.vmap(one, in_axes=(0, None, None, None, None, None, None, None, None, None))
-    return jax.vmap(over_c, in_axes=(0, 0, 0, 0, 0, in_psf, 0, 0, 0, 0))(
-        cands, fvals, data, sigma, mask, psf_fft, zp, gain, rn, sky)
+    over_g = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, in_psf, 0, 0, 0, 0))
+    # candidates one after another (lax.map), galaxies vectorised: the memory of one batched
+    # render, whatever the number of candidates
+    value, adj = jax.lax.map(lambda c: over_g(c, fvals, data, sigma, mask, psf_fft, zp, gain, rn, sky),
+                             jnp.swapaxes(cands, 0, 1))
+    return jnp.swapaxes(value, 0, 1), jnp.swapaxes(adj, 0, 1)
 
 
 def screen_starts(prob, cands, S, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched):

@@ -24,8 +24,25 @@ from __future__ import annotations
 import numpy as np
 import jax.numpy as jnp
 
+from ._errors import ParameterError
 from .results import _wrap, fold_axis_ratio
 from .transforms import clip_inside, to_unconstrained
+
+
+def parse_errors_option(text: str):
+    """CLI ``--errors``: ``gn``, ``hessian``, ``bootstrap`` or ``bootstrap=N`` -> (errors, N)."""
+    if text in ("gn", "hessian"):
+        return text, None
+    if text == "bootstrap":
+        return "bootstrap", 100
+    if text.startswith("bootstrap="):
+        try:
+            n = int(text.split("=", 1)[1])
+        except ValueError:
+            n = 0
+        if n >= 2:
+            return "bootstrap", n
+    raise ParameterError(f"--errors: expected gn, hessian, bootstrap or bootstrap=N (N >= 2), got {text!r}")
 
 
 def _full_values(prob, pf, fvals):

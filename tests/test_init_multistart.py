@@ -197,3 +197,22 @@ def test_candidates_and_starts_option():
     for bad in (0, "many", 2.5, True):
         with pytest.raises(gj.ParameterError, match="starts"):
             parse_starts(bad)
+
+
+def test_cli_options(tmp_path, capsys):
+    from astropy.io import fits
+
+    from galmoss_jax.cli import main
+    from galmoss_jax.multistart import parse_starts_option
+    from galmoss_jax.uncertainty import parse_errors_option
+
+    assert parse_errors_option("bootstrap=40") == ("bootstrap", 40)
+    assert parse_errors_option("bootstrap") == ("bootstrap", 100)
+    assert parse_errors_option("gn") == ("gn", None)
+    assert parse_starts_option("auto") == "auto" and parse_starts_option("3") == 3
+    img = tmp_path / "img.fits"
+    fits.writeto(img, np.zeros((8, 8)))
+    for opt, val in (("--errors", "bootstrap=x"), ("--starts", "0")):
+        rc = main(["fit", str(img), "--gain", "1", "--zeropoint", "25", "--out", str(tmp_path / "o.ecsv"), opt, val])
+        assert rc == 2
+        assert f"galmoss-jax: error: {opt}" in capsys.readouterr().err
