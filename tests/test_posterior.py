@@ -20,7 +20,9 @@ TRUTH = dict(n=1.5, r_e=3.0, q=0.6, pa=-35.0, mag=16.0, x0=15.6, y0=15.3)
 def test_nuts_posterior_matches_lm():
     rng = np.random.default_rng(21)
     clean = S.draw(TRUTH["n"], TRUTH["r_e"], TRUTH["q"], TRUTH["pa"], TRUTH["mag"], TRUTH["x0"], TRUTH["y0"])
-    sig = S.noise_sigma(clean[None], 80.0)[0]
+    # S/N 200: well constrained, so the posterior is close to Gaussian (at S/N 80 the flat-prior
+    # posterior mean of mag sits 0.26 sigma from the mode, through its skewed covariance with n)
+    sig = S.noise_sigma(clean[None], 200.0)[0]
     data = clean + rng.normal(size=clean.shape) * sig
     psf = S.psf_image()
     # the LM fit: a batch of BATCH copies keeps the compiled fit core of the other tests
