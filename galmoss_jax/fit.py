@@ -400,8 +400,8 @@ def _run_starts(prob, u0s, args, psf_batched):
     if S == 1:
         out = _fit_core(prob, jnp.asarray(u0s[:, 0]), *args, psf_batched)
         return tuple(np.asarray(o) for o in out)
-    tiled = [None if a is None or (i == 4 and not psf_batched) else jnp.repeat(a, S, axis=0)
-             for i, a in enumerate(args)]
+    tiled = [a if a is None or (i == 4 and not psf_batched) else jnp.repeat(a, S, axis=0)
+             for i, a in enumerate(args)]   # args[4], a shared PSF, is not tiled
     out = _fit_core(prob, jnp.asarray(u0s.reshape(G * S, -1)), *tiled, psf_batched)
     out = [np.asarray(o).reshape((G, S) + np.shape(o)[1:]) for o in out]
     value = np.where(np.isfinite(out[2]), out[2], np.inf)
