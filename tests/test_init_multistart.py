@@ -116,6 +116,16 @@ def test_from_a_poor_start(sample, fits_poor, fits_auto):
     assert np.mean(np.abs(fits_poor["chi2"] - fits_auto["chi2"]) < 0.1) >= 0.98
 
 
+def test_several_starts_never_worse(sample, fits_auto):
+    """starts=2 (LM from the two best screened candidates, the batch tiled 50 x 2 = the usual
+    100) ends at or below the chi2 of starts="auto" (whose start is the first of the two)."""
+    G = S.BATCH // 2
+    r = fit("sersic", sample["data"][:G], sigma=sample["sigma"][:G], psf=S.psf_image(), zeropoint=S.ZP,
+            sampling=S.SAMPLING, init={k: v[:G] for k, v in S.poor_start(G).items()}, starts=2)
+    assert np.all(r.chi2 <= fits_auto["chi2"][:G] + 1e-6 * fits_auto["chi2"][:G])
+    assert np.mean((r.chi2 - sample["chi2_truth"][:G]) > 3.0) <= 0.02
+
+
 def test_automatic_values_are_close(sample):
     """The automatic guesses alone (no fit) against the truth."""
     sm, t = sample, sample["truth"]
