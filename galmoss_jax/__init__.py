@@ -8,6 +8,8 @@ from .profiles import PROFILES, Param, ProfileSpec, get_profile, register_profil
 from .sampling import integrate_pixels
 from .plot import ImgBlock, elliptical_profile, plot_compare, plot_panels, plot_profile, read_imgblock
 from .survey import FitOptions, catalog_galaxies, cube_galaxies, fit_survey
+from .init import guess_initial, image_moments, neighbour_mask
+from .posterior import forward_model, log_likelihood, sample_nuts
 
 __version__ = "0.1.0"
 
@@ -19,4 +21,5 @@ __all__ = [
     "ImfitConfig", "read_imfit_config", "fit_imfit", "write_imfit_params",
     "ImgBlock", "elliptical_profile", "plot_compare", "plot_panels", "plot_profile", "read_imgblock",
     "FitOptions", "catalog_galaxies", "cube_galaxies", "fit_survey",
+    "guess_initial", "image_moments", "neighbour_mask", "forward_model", "log_likelihood", "sample_nuts",
 ]

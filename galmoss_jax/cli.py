@@ -151,10 +151,15 @@ def cmd_fit(args):
     if args.init:
         init.update(_table_params(model, read_table(args.init, name="--init"), "--init"))
     zp = _zeropoint(args, args.image, model)
+    from .multistart import parse_starts_option
+    from .uncertainty import parse_errors_option
+    errors, n_boot = parse_errors_option(args.errors)
     res = fit(model, data, sigma=sigma, mask=mask, psf=psf, init=init or None, zeropoint=zp,
               gain=args.gain, read_noise=args.read_noise, sky=args.sky, stat=args.stat,
               solver=args.solver, max_iter=args.max_iter, oversample=args.oversample,
-              scale_errors=args.scale_errors)
+              scale_errors=args.scale_errors, starts=parse_starts_option(args.starts),
+              mask_neighbours=args.mask_neighbours, errors=errors, bootstrap=n_boot,
+              bootstrap_method=args.bootstrap_method)
     table = res.to_table()
     write_table(table, args.out, overwrite=args.overwrite, name="--out")
     if args.imgblock:
@@ -248,6 +253,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--solver", default="lm", choices=["lm", "adam"])
     f.add_argument("--max-iter", type=int, default=None)
     f.add_argument("--scale-errors", action="store_true", help="scale errors by sqrt(chi2_nu)")
+    f.add_argument("--errors", default="gn", metavar="gn|hessian|bootstrap[=N]",
+                   help="error method (default gn: Gauss-Newton; bootstrap=N: N refits, default 100)")
+    f.add_argument("--bootstrap-method", default="pixels", choices=["pixels", "residuals"])
+    f.add_argument("--starts", default="auto", metavar="auto|S",
+                   help="starting strategy: auto (screened grid, default), 1 (init only) or S best starts")
+    f.add_argument("--mask-neighbours", action="store_true",
+                   help="mask other sources found by sep detection/deblending (needs the detect extra)")
     f.add_argument("--imgblock", metavar="DIR", help="write per-galaxy image blocks into DIR")
     f.add_argument("--out", required=True, help="result table (.fits, .ecsv, .csv, .parquet)")
     f.add_argument("--overwrite", action="store_true")

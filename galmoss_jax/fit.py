@@ -19,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import DataError, ParameterError, PSFError, ShapeError
-from .init import guess_initial
+from .init import guess_initial, neighbour_mask
+from .multistart import candidate_starts, parse_starts, screen_starts
 from .likelihood import STATISTICS, residuals, statistic_value
 from .model import Model, Sampling, _render_one, as_model
 from .psf import check_oversample, check_psf, stamp_psf_transform
@@ -168,10 +169,10 @@ def _run_chunks(prob, per_galaxy, psf, psf_batched, chunk, put=jnp.asarray):
 def _errors_mode(errors):
     if errors in (None, False):
         return False
-    if errors is True:
+    if errors is True or errors == "bootstrap":   # the bootstrap also reports the GN covariance
         return "gn"
     if errors not in ("gn", "hessian"):
-        raise ParameterError(f"errors must be 'gn', 'hessian' or None, got {errors!r}")
+        raise ParameterError(f"errors must be 'gn', 'hessian', 'bootstrap' or None, got {errors!r}")
     return errors
 
 
@@ -193,8 +194,9 @@ def _per_galaxy(value, G, name, dtype, *, allow_nan=False):
 def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=None,
         gain=None, read_noise=0.0, sky=0.0, stat: str = "chi2", solver="lm", optimizer=None,
         max_iter: int | None = None, oversample: int = 1, sampling: Sampling | None = None,
-        errors="gn", scale_errors: bool = False, chunk_size: int | None = None,
-        sharding=None) -> FitResult:
+        errors="gn", scale_errors: bool = False, starts="auto", mask_neighbours: bool = False,
+        bootstrap: int | None = None, bootstrap_method: str = "pixels", keep_samples: bool = False,
+        seed: int = 0, chunk_size: int | None = None, sharding=None) -> FitResult:
     """Fit ``model`` to one galaxy (``data`` of shape (H, W)) or a batch ((G, H, W)).
 
     Args:
@@ -228,7 +230,35 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             since the solver has J); ``"hessian"`` inverts the full ``jax.hessian`` of the
             statistic (includes the curvature of the model times the residuals; slow to
             compile); ``None``/``False`` skips errors.  In both, cov = 2 H^-1.
-        scale_errors: multiply the covariance by ``chi2_nu`` (errors by sqrt(chi2_nu)).
+            ``"bootstrap"``: refits of ``bootstrap`` (default 100) resampled data sets, see
+            :mod:`galmoss_jax.uncertainty`; the Gauss-Newton covariance is kept in
+            ``hessian_covariance``.
+        scale_errors: multiply the covariance by ``chi2_nu`` (errors by sqrt(chi2_nu)).  Off by
+            default: with a correct sigma map the errors are calibrated as they are (the pulls
+            (fit - truth) / err of every parameter have unit width on simulations,
+            ``tests/test_calibration.py``); turn it on when sigma is known only up to a factor.
+            Neither choice corrects for *correlated* noise (resampled or drizzled images):
+            the errors then come out too small by roughly the square root of the number of
+            pixels per noise correlation area, and the pixel bootstrap, which resamples pixels
+            independently, shares that limitation.  Errors of ``q`` and the radii are carried
+            through the fold of q > 1 fits (Jacobian of q -> 1/q, r -> r q); ``pa`` is wrapped
+            to (-90, 90] and its error is in degrees, meaningful only while it is small against
+            90 deg (a round galaxy, q -> 1, has an undefined pa and a large pa error).
+        starts: ``"auto"`` (default): screen the caller's start, the automatic one and a grid
+            in Sérsic n and radius around it by their statistic at the best linear amplitudes
+            (one batched render per candidate), then run LM from the best
+            (:mod:`galmoss_jax.multistart`); an integer ``S > 1``: LM from the best ``S``
+            distinct candidates in one vmapped call (the batch tiled G x S), keeping per galaxy
+            the lowest statistic; ``1``: LM from ``init`` alone.
+        mask_neighbours: mask the other sources of each stamp found by ``sep`` detection and
+            deblending (:func:`galmoss_jax.init.neighbour_mask`; needs the ``detect`` extra),
+            on top of ``mask``.
+        bootstrap: number of bootstrap refits per galaxy (default 100 with
+            ``errors="bootstrap"``; a number alone also asks for bootstrap errors).
+        bootstrap_method: ``"pixels"`` (GALMOSS's method: Poisson(1) weights on the pixels) or
+            ``"residuals"`` (best-fit model plus resampled normalised residuals times sigma).
+        keep_samples: keep the bootstrap refits in ``FitResult.samples``.
+        seed: random seed of the bootstrap.
         chunk_size: galaxies per call of the compiled solver (default: 2 on CPU, where small
             chunks are faster per galaxy, the whole batch on a GPU or with ``sharding``).  The
             results do not depend on it beyond float rounding.
@@ -305,6 +335,8 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     else:
         s = np.array(per_pixel(sigma, "sigma"), dtype=dtype)
     m = np.array(m)
+    if mask_neighbours:
+        m = np.stack([neighbour_mask(d[g], m[g], None if sigma is None else s[g]) for g in range(G)])
     bad_data = ~np.isfinite(d) & m
     if bad_data.any():
         warnings.warn(f"data: {int(bad_data.sum())} non-finite pixels are masked", stacklevel=2)
@@ -338,7 +370,15 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
         given[model.resolve(k, "init")] = _per_galaxy(v, G, f"init[{k!r}]", dtype, allow_nan=True)
     need_guess = [n for n in model.param_names if (n not in given or np.isnan(given[n]).any())
                   and n not in dict(model.tied) and not (n in dict(model.fixed) and dict(model.fixed)[n] is not None)]
-    guesses = ([guess_initial(model, d[g], m[g], zp_arr[g]) for g in range(G)] if need_guess else None)
+    start_mode, n_starts = parse_starts(starts)
+    if bootstrap_method not in ("pixels", "residuals"):
+        raise ParameterError(f"bootstrap_method must be 'pixels' or 'residuals', got {bootstrap_method!r}")
+    if need_guess or start_mode != "none":
+        guesses = [guess_initial(model, d[g], m[g], zp_arr[g], psf=None if psf_arr is None else
+                                 (psf_arr[g] if psf_batched else psf_arr), oversample=int(oversample))
+                   for g in range(G)]
+    else:
+        guesses = None
     start = {}
     fixed_vals = dict(model.fixed)
     for n in model.param_names:
@@ -372,9 +412,21 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
                     fixed=fixed_names, tied=model.tied, solver=kind, optimizer=optimizer,
                     max_iter=int(max_iter), errors=_errors_mode(errors))
     put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
-    per_galaxy = [u0, fvals, d, s, m] + ([psf_arr] if psf_batched else []) + [zp_arr, gain_arr, rn_arr, sky_arr]
+    args = (put(fvals), put(d), put(s), put(m),
+            None if psf_arr is None else (put if psf_batched else jnp.asarray)(psf_arr), put(zp_arr), put(gain_arr),
+            put(rn_arr), put(sky_arr))
+    if start_mode != "none" and free:
+        given_pf = np.stack([np.asarray(clip_inside(start[n], lo, hi)) for n, (lo, hi) in zip(free, bounds)], 1)
+        auto_pf = np.stack([[gs[n] for gs in guesses] for n in free], 1).astype(dtype)
+        picked, _ = screen_starts(prob, candidate_starts(model, free, bounds, given_pf, auto_pf), n_starts,
+                                  *args, psf_batched)
+        u0s = np.stack([np.asarray(to_unconstrained(np.asarray(clip_inside(picked[..., i], lo, hi)), lo, hi))
+                        for i, (lo, hi) in enumerate(bounds)], -1).astype(dtype)
+    else:
+        u0s = u0[:, None]
     chunk = G if sharding is not None else _chunk_size(chunk_size, G)
-    pf, cov, value, n_iter, status = _run_chunks(prob, per_galaxy, psf_arr, psf_batched, chunk, put)
+    pf, cov, value, n_iter, status = _run_starts(prob, u0s, args, psf_batched, chunk, put)
+    n_iter, status = np.asarray(n_iter).astype(np.int32), np.asarray(status).astype(np.int32)
     n_used = m.reshape(G, -1).sum(axis=1)
     dof = (n_used - len(free)).astype(np.int64)
     status = np.where(n_used == 0, NO_DATA, status).astype(np.int32)
@@ -387,7 +439,40 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
         values[n] = fvals[:, j]
     for a, b in model.tied:
         values[a] = values[b]
-    values, cov = fold_axis_ratio(model, free, values, cov)
+    samples, hess_cov = None, None
+    if (errors == "bootstrap" or bootstrap) and free:
+        from .uncertainty import bootstrap_refits
+        samples, boot_cov = bootstrap_refits(prob, pf, values, args, psf_batched, psf_arr,
+                                             n=100 if bootstrap is None else int(bootstrap),
+                                             method=bootstrap_method, seed=seed)
+        values, hess_cov = fold_axis_ratio(model, free, values, cov)
+        cov = boot_cov
+        if not keep_samples:
+            samples = None
+    else:
+        values, cov = fold_axis_ratio(model, free, values, cov)
     return FitResult(model=model, free_names=free, values=values, covariance=cov, chi2=value,
                      chi2_nu=chi2_nu, dof=dof, n_iter=n_iter, status=status, stat=stat,
-                     batched=batched, status_messages=STATUS_MESSAGES)
+                     batched=batched, status_messages=STATUS_MESSAGES, samples=samples,
+                     hessian_covariance=hess_cov)
+
+
+def _run_starts(prob, u0s, args, psf_batched, chunk=None, put=jnp.asarray):
+    """Run the fit core from ``u0s`` (G, S, P) on the batch tiled G x S (in chunks of ``chunk``
+    galaxies' starts, see ``_run_chunks``; all at once when ``chunk >= G``); per galaxy the
+    start with the lowest statistic wins.  ``args``: (fvals, data, sigma, mask, psf, zp, gain,
+    read_noise, sky) as in ``_fit_core``.  NumPy outputs."""
+    G, S, P = u0s.shape
+    fvals, d, s, m, psf, zp, gain, rn, sky = (None if a is None else np.asarray(a) for a in args)
+    per_galaxy = [fvals, d, s, m] + ([psf] if psf_batched else []) + [zp, gain, rn, sky]
+    if S > 1:
+        per_galaxy = [np.repeat(a, S, axis=0) for a in per_galaxy]   # a shared PSF is not tiled
+    chunk = _chunk_size(chunk, G)
+    chunk = G * S if chunk >= G else chunk
+    out = _run_chunks(prob, [u0s.reshape(G * S, P)] + per_galaxy, psf, psf_batched, chunk, put)
+    if S == 1:
+        return out
+    out = [o.reshape((G, S) + o.shape[1:]) for o in out]
+    value = np.where(np.isfinite(out[2]), out[2], np.inf)
+    best = np.argmin(value, axis=1)
+    return tuple(o[np.arange(G), best] for o in out)

@@ -1,98 +1,382 @@
-"""Automatic initial values from image moments (used wherever the caller gives none).
+"""Automatic initial values from the image itself (used wherever the caller gives none).
 
-For every component: the centre from the flux-weighted centroid near the brightest region,
-axis ratio and position angle from second moments, size from the half-light radius of the
-curve of growth, magnitude from the total flux shared between components, and the sky from
-the stamp edges.
+For ONE galaxy (host side, NumPy):
+
+* **sky**: sigma-clipped median of the two outermost rows and columns of the stamp
+  (Astropy ``sigma_clipped_stats``);
+* **centre**: flux-weighted centroid, iterated in a shrinking aperture around the bright part;
+* **q, pa**: second moments of the sky-subtracted light inside ~2.5 half-light radii, minus
+  the PSF's own second moments when a PSF is given;
+* **mag, r_e**: curve of growth in elliptical apertures (semi-major axis radius, the moments'
+  q and pa): the half-light radius r50 and r90, with the PSF's r50 / r90 removed in
+  quadrature, and the total flux corrected for the light of the fitted Sérsic that falls
+  outside the largest aperture;
+* **n**: the concentration r90 / r50 inverted through the analytic Sérsic curve of growth,
+  ``L(<r) / L = P(2n, b_n (r / r_e)^(1/n))`` (``P`` the regularised lower incomplete gamma
+  function), tabulated once for 0.2 <= n <= 10 (:func:`sersic_concentration`);
+* **bulge + disk** (two or more light components): the bulge fraction B/T from the
+  concentration, interpolated between a pure exponential (r90/r50 = 2.32) and a pure
+  de Vaucouleurs (5.55); the bulge compact (r_e = 0.4 r50, rounder), the disk scale length
+  from r90 (r90 = 3.89 r_s for an exponential disk).
+
+:func:`neighbour_mask` (optional, needs ``sep``, SExtractor's algorithms as a library) detects
+and deblends the sources of a stamp and masks every one except the target.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
+from ._errors import GalmossError
 from .model import Model
 
-_SIZE_FACTORS = {"r_e": 1.0, "r_s": 1.0 / 1.678, "fwhm": 1.0, "r_out": 2.0, "r_c": 0.5, "r_t": 4.0,
+# radius parameters of non-Sérsic profiles, in units of the half-light radius r50
+_SIZE_FACTORS = {"r_e": 1.0, "r_s": 1.0 / 1.678, "fwhm": 1.3, "r_out": 2.0, "r_c": 0.5, "r_t": 4.0,
                  "h1": 1.0 / 1.678, "h2": 0.5 / 1.678, "r_b": 0.5, "h_s": 0.2}
+_C_EXP, _C_DEV = 2.3176, 5.5495    # r90/r50 of an exponential disk (n = 1) and a de Vaucouleurs (n = 4)
+_R90_EXP = 3.8890                    # r90 / r_s of an exponential disk (2.3176 x 1.678)
 
 
-def image_moments(data, mask):
-    """Centroid (x, y), axis ratio q, pa (deg, CCW from +y), total flux, half-light radius, sky.
+# ------------------------------------------------------------------------- Sérsic curve of growth
+def _gammainc(a, x):
+    from jax.scipy.special import gammainc
+    return np.asarray(gammainc(np.asarray(a, float), np.asarray(x, float)))
 
-    ``data`` (H, W) finite; ``mask`` True where used.  Robust to a sky offset: the edge median
-    is subtracted first.
+
+@functools.lru_cache(maxsize=1)
+def _sersic_cog_table():
+    """Table of n, b_n and r90/r50 of the analytic Sérsic curve of growth (computed once)."""
+    from .profiles.sersic import sersic_bn
+
+    n = np.exp(np.linspace(math.log(0.2), math.log(10.0), 200))
+    b = np.array([float(sersic_bn(v)) for v in n])
+    # r90/r_e: solve P(2n, b x^(1/n)) = 0.9 for x by bisection in log x (vectorised over n)
+    lo, hi = np.zeros_like(n), np.full_like(n, math.log(200.0))
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        f = _gammainc(2 * n, b * np.exp(mid / n)) - 0.9
+        lo, hi = np.where(f < 0, mid, lo), np.where(f < 0, hi, mid)
+    return n, b, np.exp(0.5 * (lo + hi))
+
+
+def sersic_concentration(n):
+    """Concentration r90 / r50 of a Sérsic profile of index ``n`` (analytic curve of growth)."""
+    nn, _, c = _sersic_cog_table()
+    return np.interp(np.log(n), np.log(nn), c)
+
+
+def sersic_n_from_concentration(c):
+    """Sérsic index whose analytic r90 / r50 equals ``c`` (clipped to 0.2 <= n <= 10)."""
+    nn, _, cc = _sersic_cog_table()
+    return float(np.exp(np.interp(c, cc, np.log(nn))))
+
+
+def sersic_light_fraction(n, x):
+    """Fraction of a Sérsic profile's light inside ``x`` effective radii (same ellipse)."""
+    nn, bb, _ = _sersic_cog_table()
+    b = np.interp(np.log(n), np.log(nn), bb)
+    return float(_gammainc(2 * n, b * x ** (1.0 / n)))
+
+
+# ------------------------------------------------------------------------------------- moments
+def _edge_sky(data, mask):
+    """Sigma-clipped median of the two outermost rows and columns (0 if none are used)."""
+    from astropy.stats import sigma_clipped_stats
+
+    border = np.zeros(data.shape, bool)
+    k = max(1, min(2, min(data.shape) // 8))
+    border[:k], border[-k:], border[:, :k], border[:, -k:] = True, True, True, True
+    vals = data[border & mask]
+    if vals.size < 3:
+        return 0.0
+    _, med, _ = sigma_clipped_stats(vals, sigma=3.0, maxiters=5)
+    return float(med)
+
+
+def _second_moments(w, x, y, xc, yc):
+    s = w.sum()
+    return ((w * (x - xc) ** 2).sum() / s, (w * (y - yc) ** 2).sum() / s, (w * (x - xc) * (y - yc)).sum() / s)
+
+
+def _psf_stats(psf):
+    """Second moments, r50 and r90 (px) of a PSF image."""
+    p = np.clip(np.asarray(psf, float), 0, None)
+    p = p / p.sum()
+    h, w = p.shape
+    y, x = np.mgrid[0:h, 0:w].astype(float)
+    xc, yc = (p * x).sum(), (p * y).sum()
+    mom = _second_moments(p, x, y, xc, yc)
+    rr = np.hypot(x - xc, y - yc).ravel()
+    o = np.argsort(rr)
+    cum = np.cumsum(p.ravel()[o])
+    r50 = float(np.interp(0.5, cum, rr[o]))
+    r90 = float(np.interp(0.9, cum, rr[o]))
+    return mom, r50, r90
+
+
+def image_moments(data, mask, psf=None, oversample: int = 1):
+    """Photometry of the main source of one stamp, for initial values.
+
+    Args:
+        data: (H, W) image, finite on used pixels, image units.
+        mask: (H, W) bool, True where used.
+        psf: optional PSF image; its second moments and radii are removed from the galaxy's.
+        oversample: factor by which ``psf`` is finer than the image pixels.
+
+    Returns:
+        dict with ``x, y`` (centroid, px, 0-based), ``q``, ``pa`` (deg CCW from +y), ``flux``
+        (total, image units, sky removed), ``r50``, ``r90`` (semi-major half- and 90 %-light
+        radii, px, PSF removed), ``c`` (r90/r50), ``n`` (Sérsic index of that concentration),
+        ``sky`` (image units per pixel), ``r_max`` (largest aperture, px).
     """
+    data = np.asarray(data, float)
+    mask = np.asarray(mask, bool)
     H, W = data.shape
-    edge = np.concatenate([data[0][mask[0]], data[-1][mask[-1]], data[:, 0][mask[:, 0]], data[:, -1][mask[:, -1]]])
-    sky = float(np.median(edge)) if edge.size else 0.0
+    sky = _edge_sky(data, mask)
     img = np.where(mask, data - sky, 0.0)
     y, x = np.mgrid[0:H, 0:W].astype(float)
-    # centroid of the bright part, iterated in a shrinking aperture around the peak region
     w = np.clip(img, 0, None)
     if w.sum() <= 0:
-        return dict(x=(W - 1) / 2, y=(H - 1) / 2, q=1.0, pa=0.0, flux=1.0, r50=max(1.0, min(H, W) / 8), sky=sky)
+        r = max(1.0, min(H, W) / 8)
+        return dict(x=(W - 1) / 2, y=(H - 1) / 2, q=1.0, pa=0.0, flux=1.0, r50=r, r90=2.3 * r, c=2.3,
+                    n=1.0, sky=sky, r_max=min(H, W) / 2)
+    # centroid of the bright part, iterated in a shrinking aperture
     xc, yc = (w * x).sum() / w.sum(), (w * y).sum() / w.sum()
     rad = min(H, W) / 2
-    for _ in range(5):
-        rr = np.hypot(x - xc, y - yc)
-        ww = w * (rr < rad)
+    for _ in range(6):
+        ww = w * (np.hypot(x - xc, y - yc) < rad)
         if ww.sum() <= 0:
             break
         xc, yc = (ww * x).sum() / ww.sum(), (ww * y).sum() / ww.sum()
         rad = max(3.0, rad * 0.7)
+    psf_mom, psf_r50, psf_r90 = (None, 0.0, 0.0) if psf is None else _psf_stats(psf)
+    if psf is not None and oversample > 1:
+        psf_mom = tuple(m / oversample ** 2 for m in psf_mom)
+        psf_r50, psf_r90 = psf_r50 / oversample, psf_r90 / oversample
+    # circular curve of growth for a first half-light radius
     rr = np.hypot(x - xc, y - yc)
-    order = np.argsort(rr.ravel())
-    cum = np.cumsum(w.ravel()[order])
-    total = float(cum[-1])
-    r50 = float(rr.ravel()[order][np.searchsorted(cum, 0.5 * total)])
-    sel = w * (rr < max(3.0, 2.5 * r50))
-    s = sel.sum()
-    mxx = (sel * (x - xc) ** 2).sum() / s
-    myy = (sel * (y - yc) ** 2).sum() / s
-    mxy = (sel * (x - xc) * (y - yc)).sum() / s
-    tr, det = mxx + myy, mxx * myy - mxy ** 2
-    disc = math.sqrt(max(tr * tr / 4 - det, 0.0))
-    l1, l2 = tr / 2 + disc, max(tr / 2 - disc, 1e-12)
-    q = float(np.clip(math.sqrt(l2 / l1), 0.05, 1.0))
-    # major-axis direction angle from +x, then convert to pa (CCW from +y)
-    theta = 0.5 * math.degrees(math.atan2(2 * mxy, mxx - myy))
-    pa = ((theta - 90.0) + 90.0) % 180.0 - 90.0
-    return dict(x=float(xc), y=float(yc), q=q, pa=float(pa), flux=max(total, 1e-30), r50=max(r50, 0.5), sky=sky)
+    r50c = _cog_radius(rr, img, mask, 0.5)
+    q, pa = 1.0, 0.0
+    for _ in range(2):  # moments inside an ellipse of ~2.5 r50, then the curve of growth in it
+        if q == 1.0 and pa == 0.0:
+            inside = rr < max(3.0, 2.5 * r50c)
+        else:
+            inside = _ell_radius(x - xc, y - yc, q, pa) < max(3.0, 2.5 * r50c)
+        sel = w * inside
+        if sel.sum() <= 0:
+            break
+        mxx, myy, mxy = _second_moments(sel, x, y, xc, yc)
+        if psf_mom is not None:   # deconvolve the second moments (exact for Gaussians)
+            mxx, myy, mxy = mxx - psf_mom[0], myy - psf_mom[1], mxy - psf_mom[2]
+        tr, det = mxx + myy, mxx * myy - mxy ** 2
+        disc = math.sqrt(max(tr * tr / 4 - det, 0.0))
+        l1, l2 = max(tr / 2 + disc, 1e-12), max(tr / 2 - disc, 1e-12)
+        q = float(np.clip(math.sqrt(l2 / l1), 0.1, 1.0))
+        theta = 0.5 * math.degrees(math.atan2(2 * mxy, mxx - myy))   # major axis from +x
+        pa = float((theta - 90.0 + 90.0) % 180.0 - 90.0)                # CCW from +y
+        r50c = _cog_radius(_ell_radius(x - xc, y - yc, q, pa), img, mask, 0.5)
+    re_ell = _ell_radius(x - xc, y - yc, q, pa)
+    # largest ellipse inside the stamp: its semi-minor axis reaches the nearest edge
+    r_max = max(2.0, min(xc + 0.5, W - 0.5 - xc, yc + 0.5, H - 0.5 - yc) / max(q, 1e-3) ** 0.5)
+    inside = re_ell <= r_max
+    f_ap = float(img[inside].sum())
+    if f_ap <= 0:
+        f_ap = float(w.sum())
+    r50 = _cog_radius(re_ell, img, mask & inside, 0.5, total=f_ap)
+    r90 = _cog_radius(re_ell, img, mask & inside, 0.9, total=f_ap)
+    # PSF removed in quadrature (exact for Gaussians; a good start otherwise)
+    r50i = math.sqrt(max(r50 ** 2 - psf_r50 ** 2, (0.35 * r50) ** 2, 0.25))
+    r90i = math.sqrt(max(r90 ** 2 - psf_r90 ** 2, (0.35 * r90) ** 2, 0.25))
+    c = r90i / r50i
+    n = sersic_n_from_concentration(c)
+    # the aperture misses the light of an extended profile beyond r_max: correct the flux and
+    # the radii with the analytic curve of growth of the Sérsic of this concentration
+    flux, re = f_ap, r50i
+    for _ in range(3):
+        frac = max(sersic_light_fraction(n, r_max / max(re, 1e-3)), 0.3)
+        flux = f_ap / frac
+        re = r50i * _halflight_correction(n, frac)
+    return dict(x=float(xc), y=float(yc), q=q, pa=pa, flux=max(flux, 1e-30), r50=max(re, 0.5),
+                r90=max(r90i, 0.6), c=float(c), n=n, sky=sky, r_max=float(r_max))
 
 
-def guess_initial(model: Model, data, mask, zeropoint) -> dict[str, float]:
-    """Initial value of every parameter of ``model`` for one galaxy (a dict of floats)."""
-    m = image_moments(np.asarray(data, float), np.asarray(mask, bool))
+def _halflight_correction(n, frac):
+    """Ratio true r_e / aperture half-light radius when the aperture holds ``frac`` of the light."""
+    if frac >= 0.999:
+        return 1.0
+    nn, bb, _ = _sersic_cog_table()
+    b = np.interp(np.log(n), np.log(nn), bb)
+    # radius holding frac/2 of the total light, in units of r_e: P(2n, b x^(1/n)) = frac / 2
+    lo, hi = -8.0, 0.0
+    for _ in range(50):
+        mid = 0.5 * (lo + hi)
+        if _gammainc(2 * n, b * math.exp(mid / n)) < 0.5 * frac:
+            lo = mid
+        else:
+            hi = mid
+    return 1.0 / math.exp(0.5 * (lo + hi))
+
+
+def _ell_radius(dx, dy, q, pa):
+    """Semi-major-axis elliptical radius for axis ratio q, pa (deg CCW from +y)."""
+    t = math.radians(pa)
+    xm = -dx * math.sin(t) + dy * math.cos(t)    # along the major axis
+    ym = dx * math.cos(t) + dy * math.sin(t)     # along the minor axis
+    return np.sqrt(xm ** 2 + (ym / max(q, 1e-3)) ** 2)
+
+
+def _cog_radius(r, img, mask, frac, total=None):
+    """Radius enclosing ``frac`` of the light (curve of growth, interpolated; monotone)."""
+    rv, iv = r[mask].ravel(), img[mask].ravel()
+    o = np.argsort(rv)
+    cum = np.maximum.accumulate(np.cumsum(iv[o]))
+    tot = float(cum[-1]) if total is None else float(total)
+    if tot <= 0:
+        return 1.0
+    k = np.searchsorted(cum, frac * tot)
+    if k <= 0:
+        return float(max(rv[o][0], 0.5))
+    if k >= cum.size:
+        return float(rv[o][-1])
+    c0, c1, r0, r1 = cum[k - 1], cum[k], rv[o][k - 1], rv[o][k]
+    return float(r0 + (r1 - r0) * (frac * tot - c0) / max(c1 - c0, 1e-300))
+
+
+# ---------------------------------------------------------------------------------- guesses
+_BULGE_PROFILES = ("sersic", "devaucouleurs", "core_sersic", "nuker", "king", "point", "gaussian", "moffat")
+
+
+def _clip_to_bounds(model, full, v):
+    lo, hi = model.bounds_of(full)
+    if math.isfinite(lo) and math.isfinite(hi):
+        return min(max(v, lo + 1e-3 * (hi - lo)), hi - 1e-3 * (hi - lo))
+    if math.isfinite(lo):
+        return max(v, lo + max(1e-3 * abs(lo), 1e-3))
+    if math.isfinite(hi):
+        return min(v, hi - max(1e-3 * abs(hi), 1e-3))
+    return v
+
+
+def guess_initial(model: Model, data, mask, zeropoint, psf=None, oversample: int = 1) -> dict[str, float]:
+    """Initial value of every parameter of ``model`` for one galaxy (a dict of floats).
+
+    ``data`` (H, W) in image units, ``mask`` True = used, ``psf`` optional (its size is removed
+    from the galaxy's).  One light component gets the whole flux, r50 and the concentration's
+    Sérsic index; with two or more, the first compact-type component (Sérsic, de Vaucouleurs,
+    ...) is the bulge with the fraction B/T of the light suggested by the concentration, and the
+    others share the rest as disks sized from r90.  See the module docstring.
+    """
+    m = image_moments(data, mask, psf, oversample)
     out = model.defaults()
-    n_lum = sum(1 for _, s in model.components if s.kind in ("surface", "point")) or 1
     zp = 0.0 if zeropoint is None else float(zeropoint)
+    lum = [i for i, (_, s) in enumerate(model.components) if s.kind in ("surface", "point")]
+    n_lum = len(lum) or 1
+    bulge = None
+    if n_lum > 1:
+        cands = [i for i in lum if model.components[i][1].name in _BULGE_PROFILES]
+        bulge = cands[0] if cands else lum[0]
+    bt = float(np.clip((m["c"] - _C_EXP) / (_C_DEV - _C_EXP), 0.15, 0.85))
     for i, (c, spec) in enumerate(model.components):
-        names = spec.param_names
-        for pname in names:
+        is_bulge = i == bulge
+        is_disk = n_lum > 1 and not is_bulge and i in lum
+        frac = 1.0 if n_lum == 1 else (bt if is_bulge else (1.0 - bt) / (n_lum - 1))
+        for pname in spec.param_names:
             full = f"{c}.{pname}"
             if pname == "x0":
                 v = m["x"]
             elif pname == "y0":
                 v = m["y"]
             elif pname == "q":
-                v = m["q"]
+                v = math.sqrt(m["q"]) if is_bulge else m["q"]
             elif pname == "pa":
                 v = m["pa"]
             elif pname == "mag":
-                v = zp - 2.5 * math.log10(m["flux"] / n_lum)
+                v = zp - 2.5 * math.log10(m["flux"] * frac)
             elif pname in ("mu_0", "mu_b"):
-                v = zp - 2.5 * math.log10(max(m["flux"] / n_lum / (2 * math.pi * m["r50"] ** 2), 1e-30))
+                v = zp - 2.5 * math.log10(max(m["flux"] * frac / (2 * math.pi * m["r50"] ** 2 * m["q"]), 1e-30))
             elif pname == "sky":
                 v = m["sky"]
+            elif pname == "n" and spec.name == "sersic":
+                v = 4.0 if is_bulge else (1.0 if is_disk else m["n"])
             elif pname in _SIZE_FACTORS:
-                # bulges smaller than disks in multi-component models
-                scale = 0.5 if (n_lum > 1 and spec.name in ("sersic", "devaucouleurs") and i == 0) else 1.0
-                v = m["r50"] * _SIZE_FACTORS[pname] * scale
+                if is_bulge:
+                    v = 0.4 * m["r50"] * _SIZE_FACTORS[pname]
+                elif is_disk:
+                    v = m["r90"] / _R90_EXP * (1.678 if pname == "r_e" else 1.678 * _SIZE_FACTORS[pname])
+                else:
+                    v = m["r50"] * _SIZE_FACTORS[pname]
             else:
                 continue
-            lo, hi = model.bounds_of(full)
-            if math.isfinite(lo) and math.isfinite(hi):
-                v = min(max(v, lo + 1e-3 * (hi - lo)), hi - 1e-3 * (hi - lo))
-            out[full] = float(v)
+            out[full] = float(_clip_to_bounds(model, full, v))
     return out
+
+
+# ------------------------------------------------------------------------ neighbour masks (sep)
+def neighbour_mask(data, mask=None, sigma=None, *, thresh: float = 1.5, minarea: int = 5,
+                   deblend_cont: float = 0.005, grow: int = 1):
+    """Mask of the pixels belonging to sources other than the target (centre of the stamp).
+
+    Detects and deblends sources with ``sep`` (SExtractor's algorithms as a library): the sky
+    from the stamp edges is subtracted, sources are pixels ``thresh`` sigma above it (``sigma``
+    the 1-sigma map, else sep's global background rms) with at least ``minarea`` pixels, split
+    by multi-threshold deblending (``deblend_cont``).  The target is the segment containing the
+    stamp centre (else the one nearest to it); every other segment, grown by ``grow`` pixels,
+    is masked.
+
+    Args:
+        data: (H, W) image, image units.
+        mask: (H, W) bool, True = used (pixels already masked stay masked); None = all used.
+        sigma: (H, W) 1-sigma map, image units, or None.
+
+    Returns:
+        (H, W) bool mask, True = pixel used (the input mask with the neighbours removed).
+    """
+    try:
+        import sep
+    except ImportError:
+        raise GalmossError("mask_neighbours needs the optional package 'sep' "
+                           "(pip install 'galmoss_jax[detect]')") from None
+    d = np.ascontiguousarray(np.asarray(data, np.float64))
+    H, W = d.shape
+    used = np.ones((H, W), bool) if mask is None else np.asarray(mask, bool)
+    bad = ~used | ~np.isfinite(d)
+    d = np.where(bad, 0.0, d)
+    sky = _edge_sky(d, ~bad)
+    sub = np.ascontiguousarray(d - sky)
+    if sigma is None:
+        err = float(sep.Background(np.ascontiguousarray(d), mask=bad, bw=max(8, min(H, W) // 4),
+                                   bh=max(8, min(H, W) // 4)).globalrms)
+    else:
+        err = np.ascontiguousarray(np.where(bad, np.inf, np.asarray(sigma, np.float64)))
+    try:
+        _, seg = sep.extract(sub, thresh, err=err, mask=bad, minarea=minarea,
+                             deblend_cont=deblend_cont, segmentation_map=True)
+    except Exception as e:  # sep raises plain Exceptions (e.g. pixel buffer full)
+        raise GalmossError(f"mask_neighbours: source extraction failed ({e})") from None
+    if seg.max() == 0:
+        return used.copy()
+    cy, cx = (H - 1) // 2, (W - 1) // 2
+    target = int(seg[cy, cx])
+    if target == 0:
+        yy, xx = np.nonzero(seg)
+        k = np.argmin((yy - cy) ** 2 + (xx - cx) ** 2)
+        target = int(seg[yy[k], xx[k]])
+    other = (seg > 0) & (seg != target)
+    if grow > 0 and other.any():
+        other = _dilate(other, grow) & (seg != target)
+    return used & ~other
+
+
+def _dilate(a, k):
+    """Binary dilation by ``k`` pixels with a 3x3 cross (NumPy shifts; no SciPy dependency)."""
+    a = a.copy()
+    for _ in range(k):
+        b = a.copy()
+        b[1:] |= a[:-1]
+        b[:-1] |= a[1:]
+        b[:, 1:] |= a[:, :-1]
+        b[:, :-1] |= a[:, 1:]
+        a = b
+    return a

@@ -25,6 +25,10 @@ class FitResult(eqx.Module):
         dof: used pixels minus free parameters.
         n_iter: solver iterations.
         status: 0 = success; see ``status_messages``.
+        samples: bootstrap refits ``{"comp.param": (G, N)}`` of the free parameters (and
+            ``"status"``), when ``fit(..., errors="bootstrap", keep_samples=True)``; else None.
+        hessian_covariance: with bootstrap errors, the Gauss-Newton covariance of the same
+            fits (``covariance`` then holds the bootstrap one); else None.
     """
 
     values: dict
@@ -39,6 +43,8 @@ class FitResult(eqx.Module):
     stat: str = eqx.field(static=True)
     batched: bool = eqx.field(static=True)
     status_messages: dict = eqx.field(static=True)
+    samples: dict | None = None
+    hessian_covariance: np.ndarray | None = None
 
     @property
     def errors(self) -> dict:

@@ -1,0 +1,194 @@
+"""Insensitivity to the starting point: a batched screen of candidate starts, then LM.
+
+``fit(..., starts="auto")`` (the default) does, per galaxy:
+
+1. **candidates**: the caller's start (its ``init``, completed by automatic values) and the
+   automatic start of :mod:`galmoss_jax.init`, plus a coarse grid around the automatic start:
+   every Sérsic index ``n`` of the first free-``n`` component in ``N_GRID`` and all radii
+   (``r_e``, ``r_s``, ``fwhm``, ...) scaled together by ``R_FACTORS`` (5 x 5 = 25 points);
+   centre, q and pa stay at the moments' values;
+2. **screen**: each candidate is rendered once, with a coarser pixel integration
+   (:func:`screen_problem`) and no Jacobian, with
+   the *amplitudes* of the light components solved by weighted linear least squares (the
+   model is linear in each component's flux, so every grid point is compared at its best
+   magnitudes, which also sets the bulge/disk flux split); the statistic of each candidate is
+   evaluated in ONE jitted call, vectorised over galaxies and looping over candidates;
+3. **LM** from the best candidate (``starts="auto"`` or ``starts=1`` with screening off), or
+   from the best ``S`` distinct candidates (``starts=S``): the batch is tiled G x S, the
+   existing jitted fit core runs once on it, and each galaxy keeps the start that ends with the
+   lowest statistic.
+
+``starts=1`` skips all this and starts from ``init`` (automatic values where none is given).
+The cost of the screen is 27 coarse renders per galaxy; ``benchmarks/starts.py`` measures it
+against ``starts=1``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._errors import ParameterError
+from .likelihood import statistic_value
+from .model import Model, _render_one
+from .psf import stamp_psf_transform
+
+N_GRID = (0.6, 1.0, 1.8, 3.2, 5.5)           # Sérsic indices of the grid
+R_FACTORS = (0.4, 0.63, 1.0, 1.6, 2.5)       # radius scale factors of the grid
+_RADIUS_UNITS = ("pixel",)
+
+
+def parse_starts(starts):
+    """``"auto"`` -> ("auto", 1); an integer S >= 1 -> ("grid", S), 1 -> ("none", 1)."""
+    if isinstance(starts, str):
+        if starts != "auto":
+            raise ParameterError(f"starts must be 'auto' or a positive integer, got {starts!r}")
+        return "auto", 1
+    if isinstance(starts, bool) or not isinstance(starts, (int, np.integer)) or starts < 1:
+        raise ParameterError(f"starts must be 'auto' or a positive integer, got {starts!r}")
+    return ("none", 1) if starts == 1 else ("grid", int(starts))
+
+
+def parse_starts_option(text: str):
+    """CLI ``--starts``: ``"auto"`` or a positive integer."""
+    if text == "auto":
+        return "auto"
+    try:
+        v = int(text)
+    except ValueError:
+        raise ParameterError(f"--starts: expected 'auto' or a positive integer, got {text!r}") from None
+    if v < 1:
+        raise ParameterError(f"--starts: expected 'auto' or a positive integer, got {text!r}")
+    return v
+
+
+def candidate_starts(model: Model, free, bounds, given: np.ndarray, auto: np.ndarray) -> np.ndarray:
+    """Candidate starts ``(G, C, P)`` in physical units (order ``free``) for every galaxy.
+
+    ``given`` (G, P): the caller's start; ``auto`` (G, P): the automatic start.  The grid
+    varies the first free Sérsic ``n`` over :data:`N_GRID` and every free radius by
+    :data:`R_FACTORS` around ``auto``; values are kept inside their bounds.
+    """
+    radii = [i for i, n in enumerate(free)
+             if model.param(n).unit in _RADIUS_UNITS and n.split(".", 1)[1] not in ("x0", "y0")]
+    n_idx = next((i for i, n in enumerate(free) if n.split(".", 1)[1] == "n"), None)
+    cands = [given, auto]
+    ns = N_GRID if n_idx is not None else (None,)
+    rs = R_FACTORS if radii else (1.0,)
+    if n_idx is None and not radii:
+        grid = []
+    else:
+        grid = [(nv, rf) for nv in ns for rf in rs]
+    for nv, rf in grid:
+        c = auto.copy()
+        if nv is not None:
+            c[:, n_idx] = nv
+        for i in radii:
+            c[:, i] = auto[:, i] * rf
+        cands.append(c)
+    out = np.stack(cands, axis=1)
+    for i, (lo, hi) in enumerate(bounds):
+        if math.isfinite(lo) or math.isfinite(hi):
+            m = 1e-3 * (hi - lo) if math.isfinite(lo) and math.isfinite(hi) else 1e-3
+            out[:, :, i] = np.clip(out[:, :, i], lo + m if math.isfinite(lo) else -np.inf,
+                                   hi - m if math.isfinite(hi) else np.inf)
+    return out
+
+
+def _amplitude_layout(prob):
+    """Components whose flux is a free ``mag``: (component index, free index of its mag)."""
+    out = []
+    for k, (c, spec) in enumerate(prob.model.components):
+        name = f"{c}.mag"
+        if spec.kind in ("surface", "point") and name in prob.free:
+            out.append((k, prob.free.index(name)))
+    return tuple(out)
+
+
+def _screen_one(prob, pf, fvals, data, sigma, mask, psf_fft, zp, gain, rn, sky):
+    """Statistic of one candidate (free vector ``pf``, physical) at its best amplitudes;
+    returns (statistic, candidate with the magnitudes of those amplitudes)."""
+    p = {n: pf[i] for i, n in enumerate(prob.free)}
+    p.update({n: fvals[j] for j, n in enumerate(prob.fixed)})
+    for a, b in prob.tied:
+        p[a] = p[b]
+    layout = _amplitude_layout(prob)
+    amp_comps = {k for k, _ in layout}
+
+    def render(comps):
+        sub = Model(tuple(prob.model.components[k] for k in comps))
+        pre = tuple(prob.model.components[k][0] + "." for k in comps)
+        q = {n: v for n, v in p.items() if n.startswith(pre)}
+        return _render_one(sub, q, prob.shape, psf_fft, prob.psf_shape, prob.oversample, zp, prob.sampling)
+
+    rest = [k for k in range(len(prob.model.components)) if k not in amp_comps]
+    base = render(rest) if rest else jnp.zeros(prob.shape, data.dtype)
+    if not layout:
+        best = base
+        pf_new = pf
+    else:
+        T = jnp.stack([render([k]) for k, _ in layout])               # (K, H, W)
+        w = jnp.where(mask, 1.0 / jnp.where(mask, sigma, 1.0) ** 2, 0.0)
+        A = jnp.einsum("khw,lhw,hw->kl", T, T, w)
+        b = jnp.einsum("khw,hw,hw->k", T, data - base, w)
+        K = A.shape[0]
+        dg = jnp.sqrt(jnp.abs(jnp.diagonal(A))) + 1e-300
+        a = jnp.linalg.solve(A / dg[:, None] / dg[None, :] + 1e-10 * jnp.eye(K, dtype=A.dtype), b / dg) / dg
+        a = jnp.clip(jnp.where(jnp.isfinite(a), a, 1.0), 1e-3, 1e3)   # keep fluxes positive
+        best = base + jnp.einsum("k,khw->hw", a, T)
+        pf_new = pf
+        for j, (_, i) in enumerate(layout):
+            lo, hi = prob.free_bounds[i]
+            pf_new = pf_new.at[i].set(jnp.clip(pf[i] - 2.5 * jnp.log10(a[j]), lo + 1e-6, hi - 1e-6))
+    value = statistic_value(prob.stat, data, best, sigma, mask, gain, rn, sky)
+    return jnp.where(jnp.isfinite(value), value, jnp.inf), pf_new
+
+
+@functools.partial(jax.jit, static_argnames=("prob", "psf_batched"))
+def _screen(prob, cands, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched):
+    psf_fft = None if psf is None else stamp_psf_transform(psf, prob.shape, prob.oversample)
+    in_psf = 0 if psf_batched else None
+    one = functools.partial(_screen_one, prob)
+    over_g = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, in_psf, 0, 0, 0, 0))
+    # candidates one after another (lax.map), galaxies vectorised: the memory of one batched
+    # render, whatever the number of candidates
+    value, adj = jax.lax.map(lambda c: over_g(c, fvals, data, sigma, mask, psf_fft, zp, gain, rn, sky),
+                             jnp.swapaxes(cands, 0, 1))
+    return jnp.swapaxes(value, 0, 1), jnp.swapaxes(adj, 0, 1)
+
+
+def screen_problem(prob):
+    """The fit problem with a coarser pixel integration for ranking candidates (no sub-pixel
+    PSF window, fewer quadrature nodes): ~4x cheaper renders; the grid points differ by far
+    more in chi2 than this approximation changes it, and LM then refines with the full one."""
+    s = prob.sampling
+    coarse = dataclasses.replace(s, psf_window=0, n_theta=min(s.n_theta, 16), n_r=min(s.n_r, 8),
+                                 n_mid=min(s.n_mid, 4), mid_window=min(s.mid_window, 9))
+    return dataclasses.replace(prob, sampling=coarse)
+
+
+def screen_starts(prob, cands, S, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched):
+    """The ``S`` best candidates per galaxy ``(G, S, P)`` (physical, magnitudes at their best
+    amplitudes) and the screened statistic of each ``(G, C)``."""
+    value, adj = _screen(screen_problem(prob), jnp.asarray(cands), fvals, data, sigma, mask, psf, zp, gain,
+                         rn, sky, psf_batched)
+    value, adj = np.asarray(value), np.asarray(adj)
+    order = np.argsort(value, axis=1, kind="stable")
+    G, C, P = adj.shape
+    picked = np.empty((G, S, P), adj.dtype)
+    for g in range(G):
+        chosen = []
+        for c in order[g]:   # distinct starts: skip a candidate equal to one already chosen
+            if any(np.allclose(adj[g, c], adj[g, k], rtol=1e-6, atol=1e-9) for k in chosen):
+                continue
+            chosen.append(c)
+            if len(chosen) == S:
+                break
+        while len(chosen) < S:
+            chosen.append(order[g][len(chosen) % C])
+        picked[g] = adj[g, chosen]
+    return picked, value

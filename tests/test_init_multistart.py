@@ -1,0 +1,228 @@
+"""Automatic initial values and the multi-start strategy on GalSim simulations.
+
+200 Sérsic galaxies (n 0.5-6, r_e 1-8 px on 32x32 stamps, q 0.25-1, any pa, S/N 20-500,
+Gaussian PSF FWHM 2.35 px; ``_sims.py``) are fitted twice with the default ``starts="auto"``:
+from the automatic initial values, and from one deliberately poor start for every galaxy
+(n = 1, r_e = 5 px, q = 1, pa = 0, centre at the stamp centre).  A fit is an optimiser
+failure when its chi2 exceeds the chi2 of the true parameters (same model, same data) by more
+than 3; at most 1 % may fail.  The fits must be unbiased against the injected truth, and their
+median |dr_e|/r_e, |dn|/n and |dmag| by S/N bin no worse than Imfit's on the same images
+started near the truth (``tests/data/imfit_starts.json``, written by
+``benchmarks/starts_vs_imfit.py`` with pyimfit 1.1); the test prints these figures.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from scipy.special import gammaincinv
+
+import galmoss_jax as gj
+from galmoss_jax.fit import fit
+from galmoss_jax.init import (guess_initial, image_moments, neighbour_mask, sersic_concentration,
+                              sersic_n_from_concentration)
+from galmoss_jax.multistart import candidate_starts, parse_starts
+
+import _sims as S
+
+HERE = os.path.dirname(__file__)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    sm = S.starts_sample()
+    G = len(sm["snr"])
+    model_truth = np.asarray(gj.render("sersic", S.truth_params(sm["truth"]), (S.NY, S.NX), psf=S.psf_image(),
+                                       zeropoint=S.ZP, sampling=S.SAMPLING))
+    sm["chi2_truth"] = (((sm["data"] - model_truth) / sm["sigma"]) ** 2).sum(axis=(1, 2))
+    sm["G"] = G
+    return sm
+
+
+def _fit_all(sm, init):
+    out = []
+    for b in range(0, sm["G"], S.BATCH):
+        sl = slice(b, b + S.BATCH)
+        ini = None if init is None else {k: v[sl] for k, v in init.items()}
+        out.append(fit("sersic", sm["data"][sl], sigma=sm["sigma"][sl], psf=S.psf_image(), zeropoint=S.ZP,
+                       sampling=S.SAMPLING, init=ini))
+    cat = lambda f: np.concatenate([f(r) for r in out])   # noqa: E731
+    return dict(chi2=cat(lambda r: r.chi2), status=cat(lambda r: r.status),
+                **{k: cat(lambda r, k=k: r[k]) for k in S.PARAMS},
+                **{k + "_err": cat(lambda r, k=k: r.errors["sersic." + k]) for k in S.PARAMS})
+
+
+@pytest.fixture(scope="module")
+def fits_auto(sample):
+    return _fit_all(sample, None)
+
+
+@pytest.fixture(scope="module")
+def fits_poor(sample):
+    return _fit_all(sample, S.poor_start(sample["G"]))
+
+
+def _report(sm, f, label):
+    t = sm["truth"]
+    dre = np.abs(f["r_e"] / t["r_e"] - 1)
+    dn = np.abs(f["n"] / t["n"] - 1)
+    dmag = np.abs(f["mag"] - t["mag"])
+    rows = {}
+    print(f"\n{label}: median |dr_e|/r_e, |dn|/n, |dmag| by S/N bin")
+    for lo, hi in S.SNR_BINS:
+        sel = (sm["snr"] >= lo) & (sm["snr"] < hi)
+        rows[f"{lo}-{hi}"] = (float(np.median(dre[sel])), float(np.median(dn[sel])), float(np.median(dmag[sel])))
+        print(f"  S/N {lo:3d}-{hi:3d} ({sel.sum():3d} galaxies): {rows[f'{lo}-{hi}'][0]:.4f} "
+              f"{rows[f'{lo}-{hi}'][1]:.4f} {rows[f'{lo}-{hi}'][2]:.4f}")
+    return rows
+
+
+def _check(sm, f, label):
+    excess = f["chi2"] - sm["chi2_truth"]
+    failed = excess > 3.0
+    print(f"\n{label}: {failed.sum()} of {sm['G']} fits end more than 3 above chi2(truth); "
+          f"worst excess {excess.max():.2f}; status counts {np.bincount(f['status'])}")
+    assert failed.mean() <= 0.01, f"{label}: {failed.sum()} optimiser failures in {sm['G']}"
+    rows = _report(sm, f, label)
+    # unbiased against the truth: median pulls (fit - truth) / err small for every parameter
+    t = sm["truth"]
+    for k in S.PARAMS:
+        d = S.wrap_pa(f[k] - t[k]) if k == "pa" else f[k] - t[k]
+        pull = d / f[k + "_err"]
+        ok = np.isfinite(pull) & ((k != "pa") | (t["q"] < 0.9))
+        med = float(np.median(pull[ok]))
+        print(f"  {k}: median pull {med:+.3f}, robust width {1.4826 * np.median(np.abs(pull[ok] - med)):.3f}")
+        assert abs(med) < 0.25, f"{label}: {k} biased (median pull {med:.3f})"
+    ref_path = os.path.join(HERE, "data", "imfit_starts.json")
+    with open(ref_path) as fh:
+        imfit = json.load(fh)["median_by_snr"]
+    for b, (dre, dn, dmag) in rows.items():
+        ire, inn, imag = imfit[b]
+        print(f"  Imfit S/N {b}: {ire:.4f} {inn:.4f} {imag:.4f}")
+        # no worse than Imfit (10 % + a small absolute allowance for the sampling noise of medians)
+        assert dre <= 1.1 * ire + 0.002 and dn <= 1.1 * inn + 0.003 and dmag <= 1.1 * imag + 0.002, b
+
+
+def test_from_automatic_values(sample, fits_auto):
+    _check(sample, fits_auto, "automatic initial values")
+
+
+def test_from_a_poor_start(sample, fits_poor, fits_auto):
+    _check(sample, fits_poor, "poor start (n=1, r_e=5, q=1, pa=0, centred)")
+    # the same minimum as from the automatic values
+    assert np.mean(np.abs(fits_poor["chi2"] - fits_auto["chi2"]) < 0.1) >= 0.98
+
+
+def test_several_starts_never_worse(sample, fits_auto):
+    """starts=2 (LM from the two best screened candidates, the batch tiled 50 x 2 = the usual
+    100) ends at or below the chi2 of starts="auto" (whose start is the first of the two)."""
+    G = S.BATCH // 2
+    r = fit("sersic", sample["data"][:G], sigma=sample["sigma"][:G], psf=S.psf_image(), zeropoint=S.ZP,
+            sampling=S.SAMPLING, init={k: v[:G] for k, v in S.poor_start(G).items()}, starts=2)
+    assert np.all(r.chi2 <= fits_auto["chi2"][:G] + 1e-6 * fits_auto["chi2"][:G])
+    assert np.mean((r.chi2 - sample["chi2_truth"][:G]) > 3.0) <= 0.02
+
+
+def test_automatic_values_are_close(sample):
+    """The automatic guesses alone (no fit) against the truth."""
+    sm, t = sample, sample["truth"]
+    psf = S.psf_image()
+    m = gj.Model("sersic")
+    gs = [guess_initial(m, sm["data"][g], np.ones((S.NY, S.NX), bool), S.ZP, psf=psf) for g in range(sm["G"])]
+    g = {k: np.array([x["sersic." + k] for x in gs]) for k in S.PARAMS}
+    res = dict(centre=np.median(np.hypot(g["x0"] - t["x0"], g["y0"] - t["y0"])),
+               r_e=np.median(np.abs(np.log(g["r_e"] / t["r_e"]))), mag=np.median(np.abs(g["mag"] - t["mag"])),
+               n=np.median(np.abs(np.log(g["n"] / t["n"]))), q=np.median(np.abs(g["q"] - t["q"])),
+               pa=np.median(np.abs(S.wrap_pa(g["pa"] - t["pa"]))[t["q"] < 0.7]))
+    print("\nautomatic values, median |guess - truth|:", {k: round(float(v), 3) for k, v in res.items()})
+    assert res["centre"] < 0.3 and res["r_e"] < 0.3 and res["mag"] < 0.15
+    assert res["n"] < 0.7 and res["q"] < 0.1 and res["pa"] < 5.0
+
+
+def test_sersic_concentration_matches_analytic():
+    """r90/r50 of the tabulated Sérsic curve of growth = SciPy's inverse incomplete gamma."""
+    for n in (0.3, 0.5, 1.0, 2.0, 4.0, 6.0, 9.0):
+        ref = (gammaincinv(2 * n, 0.9) / gammaincinv(2 * n, 0.5)) ** n
+        assert sersic_concentration(n) == pytest.approx(ref, rel=2e-3)
+        assert sersic_n_from_concentration(ref) == pytest.approx(n, rel=3e-3)
+
+
+def test_moments_of_noiseless_galaxies():
+    """Noiseless GalSim galaxies: centroid, q, pa and r_e from the image."""
+    cases = [(1.0, 4.0, 0.5, 30.0), (4.0, 3.0, 0.7, -60.0), (0.6, 5.0, 0.35, 80.0)]
+    for n, r_e, q, pa in cases:
+        img = S.draw(n, r_e, q, pa, 16.0, 15.7, 15.2)
+        m = image_moments(img, np.ones(img.shape, bool), S.psf_image())
+        assert math.hypot(m["x"] - 15.7, m["y"] - 15.2) < 0.15
+        assert abs(S.wrap_pa(m["pa"] - pa)) < 4.0 and abs(m["q"] - q) < 0.12
+        assert abs(math.log(m["r50"] / r_e)) < 0.2
+        assert abs(m["flux"] / 10 ** (-0.4 * (16.0 - S.ZP)) - 1) < 0.15   # n = 4: 12 % beyond the stamp
+
+
+def test_bulge_disk_split():
+    """Bulge + disk guesses: a compact round bulge, a disk sized from r90, B/T ordered."""
+    model = gj.Model("bulge:sersic+disk:exponential")
+    bts = []
+    for bt in (0.15, 0.7):
+        img = (S.draw(4.0, 1.5, 0.9, 20.0, 16.0 - 2.5 * math.log10(bt), 15.5, 15.5)
+               + S.draw(1.0, 6.0, 0.5, 20.0, 16.0 - 2.5 * math.log10(1 - bt), 15.5, 15.5))
+        g = guess_initial(model, img, np.ones(img.shape, bool), S.ZP, psf=S.psf_image())
+        fb, fd = 10 ** (-0.4 * g["bulge.mag"]), 10 ** (-0.4 * g["disk.mag"])
+        bts.append(fb / (fb + fd))
+        assert g["bulge.r_e"] < g["disk.r_s"] * 1.678
+        assert abs(S.wrap_pa(g["disk.pa"] - 20.0)) < 5 and g["bulge.q"] > g["disk.q"]
+        assert abs(math.log(g["disk.r_s"] * 1.678 / 6.0)) < 0.5
+        assert abs(10 ** (-0.4 * (min(g["bulge.mag"], 99) - S.ZP)) + 10 ** (-0.4 * (g["disk.mag"] - S.ZP))
+                   - 10 ** (-0.4 * (16.0 - S.ZP))) < 0.15 * 10 ** (-0.4 * (16.0 - S.ZP))
+    assert bts[0] < bts[1]
+
+
+def test_neighbour_mask_with_sep():
+    """sep detection + deblending masks a neighbour and keeps the target."""
+    target = S.draw(1.0, 3.0, 0.6, 10.0, 16.0, 15.5, 15.5)
+    neigh = S.draw(1.0, 1.5, 0.8, 0.0, 16.5, 26.0, 8.0)
+    rng = np.random.default_rng(5)
+    sig = np.full(target.shape, 0.01 * target.max())
+    data = target + neigh + rng.normal(size=target.shape) * sig
+    mk = neighbour_mask(data, None, sig)
+    assert (neigh * ~mk).sum() > 0.8 * neigh.sum()          # most of the neighbour's light masked
+    assert (target * ~mk).sum() < 0.05 * target.sum()       # the target kept
+    assert mk[15, 15]
+
+
+def test_candidates_and_starts_option():
+    m = gj.Model("sersic")
+    free = m.free_names
+    bounds = [m.bounds_of(n) for n in free]
+    base = np.array([[15.0, 15.0, 16.0, 3.0, 2.0, 0.6, 10.0]])
+    c = candidate_starts(m, free, bounds, base, base)
+    assert c.shape == (1, 27, 7)
+    i_n, i_r = free.index("sersic.n"), free.index("sersic.r_e")
+    assert set(np.round(c[0, 2:, i_n], 3)) == {0.6, 1.0, 1.8, 3.2, 5.5}
+    assert np.allclose(sorted(set(np.round(c[0, 2:, i_r] / 3.0, 3))), [0.4, 0.63, 1.0, 1.6, 2.5])
+    assert parse_starts("auto") == ("auto", 1) and parse_starts(1) == ("none", 1) and parse_starts(4) == ("grid", 4)
+    for bad in (0, "many", 2.5, True):
+        with pytest.raises(gj.ParameterError, match="starts"):
+            parse_starts(bad)
+
+
+def test_cli_options(tmp_path, capsys):
+    from astropy.io import fits
+
+    from galmoss_jax.cli import main
+    from galmoss_jax.multistart import parse_starts_option
+    from galmoss_jax.uncertainty import parse_errors_option
+
+    assert parse_errors_option("bootstrap=40") == ("bootstrap", 40)
+    assert parse_errors_option("bootstrap") == ("bootstrap", 100)
+    assert parse_errors_option("gn") == ("gn", None)
+    assert parse_starts_option("auto") == "auto" and parse_starts_option("3") == 3
+    img = tmp_path / "img.fits"
+    fits.writeto(img, np.zeros((8, 8)))
+    for opt, val in (("--errors", "bootstrap=x"), ("--starts", "0")):
+        rc = main(["fit", str(img), "--gain", "1", "--zeropoint", "25", "--out", str(tmp_path / "o.ecsv"), opt, val])
+        assert rc == 2
+        assert f"galmoss-jax: error: {opt}" in capsys.readouterr().err
