@@ -231,7 +231,7 @@ def test_cli_nan_pixels_and_bad_sigma_are_masked(files, monkeypatch, tmp_path):
     out = str(tmp_path / "r.ecsv")
     with pytest.warns(UserWarning) as rec:
         assert main(["fit", files["image_nan"], "--sigma", files["sigma_some_zero"], "--zeropoint", "25",
-                     "--psf", files["psf_unnormalised"], "--init", files["init_named"], "--out", out]) == 0
+                     "--psf", files["psf_unnormalised"], "--init", files["init_named"], "--starts", "1", "--out", out]) == 0
     msgs = [str(w.message) for w in rec]
     assert "data: 16 non-finite pixels are masked" in msgs
     assert "sigma: 45 pixels with sigma <= 0 or non-finite are masked" in msgs  # 3 columns, less the diagonal
@@ -297,7 +297,7 @@ PY_ERRORS = [
      r"gain must be a scalar or one value per galaxy \(2\), got shape \(3,\)"),
     ("stat", lambda: fit("sersic", IMG, sigma=ONE, zeropoint=25, stat="chi3"), ParameterError, r"stat must be one of"),
     ("solver", lambda: fit("sersic", IMG, sigma=ONE, zeropoint=25, solver="bfgs"), ParameterError, r"solver must be 'lm', 'adam'"),
-    ("errors", lambda: fit("sersic", IMG, sigma=ONE, zeropoint=25, errors="bootstrap"), ParameterError, r"errors must be 'gn', 'hessian' or None"),
+    ("errors", lambda: fit("sersic", IMG, sigma=ONE, zeropoint=25, errors="bogus"), ParameterError, r"errors must be 'gn', 'hessian', 'bootstrap' or None"),
     ("max_iter", lambda: fit("sersic", IMG, sigma=ONE, zeropoint=25, max_iter=2.5), ParameterError, r"max_iter must be a positive integer, got 2.5"),
     ("zeropoint missing", lambda: fit("sersic", IMG, sigma=ONE), ParameterError, r"zeropoint is required"),
     ("zeropoint shape", lambda: fit("sersic", IMG, sigma=ONE, zeropoint=[25, 26]), ShapeError, r"zeropoint must be a scalar or one value per galaxy \(1\)"),

@@ -247,8 +247,11 @@ def runs():
                             errors=False),
         "bd": lambda: fit(bd_model, bd["data"], sigma=bd["sigma"], psf=psf, init=bd["init"], zeropoint=ZP),
         "lm": lambda: fit("sersic", sb["data"], **sersic),
+        # from the given start (starts=1): with r_e pinned at its bound, the screened start of
+        # one galaxy finds a slightly lower chi2 just inside the q bound, which is right but not
+        # what this test is about (the transforms holding a fit against a bound)
         "bounds": lambda: fit(bounds_model(), bb["data"], sigma=bb["sigma"], psf=psf, init=bb["init"],
-                              zeropoint=ZP, errors=False),
+                              zeropoint=ZP, errors=False, starts=1),
     }
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
