@@ -246,8 +246,9 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             90 deg (a round galaxy, q -> 1, has an undefined pa and a large pa error).
         starts: ``"auto"`` (default): screen the caller's start, the automatic one and a grid
             in Sérsic n and radius around it by their statistic at the best linear amplitudes
-            (one batched render per candidate), then run LM from the best
-            (:mod:`galmoss_jax.multistart`); an integer ``S > 1``: LM from the best ``S``
+            (one batched render per candidate), then run LM from the best and from the caller's
+            start (the automatic one where none is given) in one vmapped call, keeping the lower
+            statistic (:mod:`galmoss_jax.multistart`); an integer ``S > 1``: LM from the best ``S``
             distinct candidates in one vmapped call (the batch tiled G x S), keeping per galaxy
             the lowest statistic; ``1``: LM from ``init`` alone.
         mask_neighbours: mask the other sources of each stamp found by ``sep`` detection and
@@ -422,6 +423,12 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
                                   *args, psf_batched)
         u0s = np.stack([np.asarray(to_unconstrained(np.asarray(clip_inside(picked[..., i], lo, hi)), lo, hi))
                         for i, (lo, hi) in enumerate(bounds)], -1).astype(dtype)
+        if start_mode == "auto":
+            # LM from the caller's start as well as from the best screened candidate: the screen
+            # ranks basins by a cheap statistic and can pick a worse one (compact galaxies,
+            # r_e ~ 1 px, went from a perturbed start to n ~ 8 and chi2 +900), so "auto" never
+            # ends above a single start
+            u0s = np.concatenate([u0[:, None], u0s], axis=1)
     else:
         u0s = u0[:, None]
     chunk = G if sharding is not None else _chunk_size(chunk_size, G)
