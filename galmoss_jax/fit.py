@@ -413,9 +413,11 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
                     fixed=fixed_names, tied=model.tied, solver=kind, optimizer=optimizer,
                     max_iter=int(max_iter), errors=_errors_mode(errors))
     put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
-    args = (put(fvals), put(d), put(s), put(m),
-            None if psf_arr is None else (put if psf_batched else jnp.asarray)(psf_arr), put(zp_arr), put(gain_arr),
-            put(rn_arr), put(sky_arr))
+    host = (fvals, d, s, m, psf_arr, zp_arr, gain_arr, rn_arr, sky_arr)
+    # on the device(s) for the screen and the bootstrap; the solver takes the host arrays and
+    # places them chunk by chunk (no device -> host -> device round trip of the whole batch)
+    args = tuple(None if a is None else (jnp.asarray if a is psf_arr and not psf_batched else put)(a)
+                 for a in host)
     if start_mode != "none" and free:
         given_pf = np.stack([np.asarray(clip_inside(start[n], lo, hi)) for n, (lo, hi) in zip(free, bounds)], 1)
         auto_pf = np.stack([[gs[n] for gs in guesses] for n in free], 1).astype(dtype)
@@ -432,7 +434,7 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     else:
         u0s = u0[:, None]
     chunk = G if sharding is not None else _chunk_size(chunk_size, G)
-    pf, cov, value, n_iter, status = _run_starts(prob, u0s, args, psf_batched, chunk, put)
+    pf, cov, value, n_iter, status = _run_starts(prob, u0s, host, psf_batched, chunk, put)
     n_iter, status = np.asarray(n_iter).astype(np.int32), np.asarray(status).astype(np.int32)
     n_used = m.reshape(G, -1).sum(axis=1)
     dof = (n_used - len(free)).astype(np.int64)
@@ -468,7 +470,7 @@ def _run_starts(prob, u0s, args, psf_batched, chunk=None, put=jnp.asarray):
     """Run the fit core from ``u0s`` (G, S, P) on the batch tiled G x S (in chunks of ``chunk``
     galaxies' starts, see ``_run_chunks``; all at once when ``chunk >= G``); per galaxy the
     start with the lowest statistic wins.  ``args``: (fvals, data, sigma, mask, psf, zp, gain,
-    read_noise, sky) as in ``_fit_core``.  NumPy outputs."""
+    read_noise, sky) as in ``_fit_core``, NumPy or device arrays.  NumPy outputs."""
     G, S, P = u0s.shape
     fvals, d, s, m, psf, zp, gain, rn, sky = (None if a is None else np.asarray(a) for a in args)
     per_galaxy = [fvals, d, s, m] + ([psf] if psf_batched else []) + [zp, gain, rn, sky]
