@@ -39,6 +39,7 @@ invalid PSF, no sigma map and no gain).
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import datetime
@@ -138,8 +139,11 @@ def _zp_from_header(header):
     return None
 
 
-def _scan(g: Galaxy, default_zp, needs_zp):
-    """Fill in shapes (from the headers) and input errors of one catalogue galaxy."""
+def _scan(g: Galaxy, default_zp, needs_zp, shared=None, repeated=()):
+    """Fill in shapes (from the headers) and input errors of one catalogue galaxy.
+
+    ``shared``: a dict caching the shapes of the sigma, mask and PSF files listed in
+    ``repeated`` (one PSF file for a whole catalogue is read once, not once a row)."""
     shape, header, err = _image_shape(g.image, "image") if g.image else (None, None, (INPUT_INVALID, "no image path"))
     if err is None and len(shape) != 2:
         err = (INPUT_INVALID, f"image {g.image!r} must be a 2-D image, got shape {shape}")
@@ -147,7 +151,13 @@ def _scan(g: Galaxy, default_zp, needs_zp):
     for name in ("sigma", "mask", "psf"):
         path = getattr(g, name)
         if err is None and path is not None:
-            s, _, err = _image_shape(path, name)
+            key = (path, name)
+            if shared is not None and key in shared:
+                s, err = shared[key]
+            else:
+                s, _, err = _image_shape(path, name)
+                if shared is not None and path in repeated:
+                    shared[key] = (s, err)
             if err is None and (len(s) != 2 or (name != "psf" and s != shape)):
                 want = "a 2-D image" if name == "psf" else f"the image's shape {shape}"
                 err = (INPUT_INVALID, f"{name} {path!r} must be {want}, got shape {s}")
@@ -251,8 +261,14 @@ def catalog_galaxies(catalog, model, *, zeropoint=None, gain=None, read_noise=0.
                            zeropoint=num(row, "zeropoint", None), gain=num(row, "gain", gain),
                            read_noise=num(row, "read_noise", read_noise), sky=num(row, "sky", sky),
                            init=tuple(init)))
+    counts = collections.Counter(p for g in gals for p in (g.sigma, g.mask, g.psf) if p is not None)
+    repeated = {p for p, c in counts.items() if c > 1}
+    shared: dict = {}
+    needs_zp = _needs_zp(model)
+    # a file listed once is not cached (cutout sigma maps); a race between threads on a
+    # repeated one only reads its header twice
     with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as ex:
-        return list(ex.map(lambda g: _scan(g, zeropoint, _needs_zp(model)), gals))
+        return list(ex.map(lambda g: _scan(g, zeropoint, needs_zp, shared, repeated), gals))
 
 
 def cube_galaxies(image, *, sigma=None, mask=None, psf=None, init=None, zeropoint=None, gain=None,
@@ -495,9 +511,10 @@ def _needs_zp(model):
 
 
 def _need_init(model):
-    fixed = dict(model.fixed)
-    tied = dict(model.tied)
-    return [n for n in model.param_names if n not in tied and not (n in fixed and fixed[n] is not None)]
+    """The free parameters, whose initial values each galaxy must have.  Parameters fixed at
+    their default value (``c0`` of a Sérsic ...) are left to ``fit``: guessing them here would
+    measure every stamp for nothing."""
+    return list(model.free_names)
 
 
 @dataclasses.dataclass
