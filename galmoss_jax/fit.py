@@ -8,9 +8,11 @@ gets a status code in its row; it never stops the batch.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import math
+import os
 import warnings
 
 
@@ -19,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import DataError, ParameterError, PSFError, ShapeError
-from .init import guess_initial, neighbour_mask
-from .multistart import candidate_starts, parse_starts, screen_starts
+from .init import guess_initial, measured_from_image, neighbour_mask
+from .multistart import _amplitude_layout, candidate_starts, parse_starts, screen_starts
 from .likelihood import STATISTICS, residuals, statistic_value
 from .model import Model, Sampling, _render_one, as_model
 from .psf import check_oversample, check_psf, stamp_psf_transform
@@ -135,33 +137,56 @@ def _fit_core(prob, u0, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_ba
 
 
 def _chunk_size(chunk_size, G: int) -> int:
-    """Galaxies per call of the compiled core.  On CPU small chunks are faster per galaxy
-    (measured 2x at 128x128 from G = 16 to G = 1: the Jacobian's working set stays in cache,
-    and a vmapped while_loop runs every member until the slowest stops); accelerators want
-    the whole batch at once."""
+    """Galaxies per call of the compiled core.  On CPU one galaxy a call, the calls running
+    concurrently on the cores (``_run_chunks``): measured 26 gal/s against 21 for chunks of 2
+    run one after another, and 15 for chunks of 4 (128x128 + PSF, 2 cores), because a
+    vmapped while_loop runs every member until the slowest stops and a small working set
+    stays in cache; accelerators want the whole batch at once."""
     if chunk_size is None:
-        chunk_size = 2 if jax.default_backend() == "cpu" else G
+        chunk_size = 1 if jax.default_backend() == "cpu" else G
     chunk_size = int(chunk_size)
     if chunk_size < 1:
         raise ParameterError(f"chunk_size must be a positive integer, got {chunk_size}")
     return min(chunk_size, G)
 
 
+def _cpu_workers() -> int:
+    """Concurrent calls of the compiled core on CPU: one per core, plus one that prepares the
+    next call's inputs while the others compute (measured 27 gal/s with 3 on 2 cores, 26 with
+    2).  JAX releases the GIL while a compiled call runs."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    return n + 1
+
+
 def _run_chunks(prob, per_galaxy, psf, psf_batched, chunk, put=jnp.asarray):
     """``_fit_core`` over consecutive chunks of ``chunk`` galaxies (the last one padded with
     copies of its last galaxy, so that every call has the same shapes and one compile serves
-    all), concatenated on the host.  ``put`` places each per-galaxy array on its device(s)."""
+    all), concatenated on the host.  ``put`` places each per-galaxy array on its device(s).
+    On CPU the chunks run concurrently in a thread pool (each call is independent, so the
+    results do not depend on the order); elsewhere one after another."""
     G = per_galaxy[0].shape[0]
-    outs = []
-    for a in range(0, G, chunk):
+    k_shared = None if psf_batched or psf is None else jnp.asarray(psf)
+
+    def one(a):
         idx = np.minimum(np.arange(a, a + chunk), G - 1)
         arrs = [put(x[idx]) for x in per_galaxy]
         u0, fvals, d, s, m = arrs[:5]
-        k = arrs[5] if psf_batched else (None if psf is None else jnp.asarray(psf))
+        k = arrs[5] if psf_batched else k_shared
         zp, gain, rn, sky = arrs[-4:]
         res = _fit_core(prob, u0, fvals, d, s, m, k, zp, gain, rn, sky, psf_batched)
         n_real = min(chunk, G - a)
-        outs.append([np.asarray(r)[:n_real] for r in res])
+        return [np.asarray(r)[:n_real] for r in res]
+
+    starts = range(0, G, chunk)
+    workers = min(_cpu_workers(), len(starts)) if jax.default_backend() == "cpu" else 1
+    if workers > 1:
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="galmoss-fit") as ex:
+            outs = list(ex.map(one, starts))
+    else:
+        outs = [one(a) for a in starts]
     pf, cov, value, n_iter, status = (np.concatenate(parts) for parts in zip(*outs))
     return pf, cov, value, n_iter.astype(np.int32), status.astype(np.int32)
 
@@ -244,13 +269,14 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             through the fold of q > 1 fits (Jacobian of q -> 1/q, r -> r q); ``pa`` is wrapped
             to (-90, 90] and its error is in degrees, meaningful only while it is small against
             90 deg (a round galaxy, q -> 1, has an undefined pa and a large pa error).
-        starts: ``"auto"`` (default): screen the caller's start, the automatic one and a grid
-            in Sérsic n and radius around it by their statistic at the best linear amplitudes
-            (one batched render per candidate), then run LM from the best and from the caller's
-            start (the automatic one where none is given) in one vmapped call, keeping the lower
-            statistic (:mod:`galmoss_jax.multistart`); an integer ``S > 1``: LM from the best ``S``
-            distinct candidates in one vmapped call (the batch tiled G x S), keeping per galaxy
-            the lowest statistic; ``1``: LM from ``init`` alone.
+        starts: ``"auto"`` (default): LM from the caller's start (the automatic one where none
+            is given); then its result, the automatic start and a grid in Sérsic n and radius
+            around it are screened by their statistic at the best linear amplitudes (one
+            coarse batched render per candidate), and where a candidate beats the fit, or the
+            fit did not converge, LM runs again from the best candidate and the lower
+            statistic is kept (:mod:`galmoss_jax.multistart`); an integer ``S > 1``: LM from
+            the best ``S`` distinct screened candidates in one vmapped call (the batch tiled
+            G x S), keeping per galaxy the lowest statistic; ``1``: LM from ``init`` alone.
         mask_neighbours: mask the other sources of each stamp found by ``sep`` detection and
             deblending (:func:`galmoss_jax.init.neighbour_mask`; needs the ``detect`` extra),
             on top of ``mask``.
@@ -260,9 +286,10 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             ``"residuals"`` (best-fit model plus resampled normalised residuals times sigma).
         keep_samples: keep the bootstrap refits in ``FitResult.samples``.
         seed: random seed of the bootstrap.
-        chunk_size: galaxies per call of the compiled solver (default: 2 on CPU, where small
-            chunks are faster per galaxy, the whole batch on a GPU or with ``sharding``).  The
-            results do not depend on it beyond float rounding.
+        chunk_size: galaxies per call of the compiled solver (default: 1 on CPU, the calls
+            running concurrently on the cores, where small chunks are faster per galaxy; the
+            whole batch on a GPU or with ``sharding``).  The results do not depend on it
+            beyond float rounding.
         sharding: a :class:`jax.sharding.Sharding` of the galaxy axis (e.g. a ``NamedSharding``
             over a 1-D device mesh, as :mod:`galmoss_jax.survey` builds): the per-galaxy
             inputs are placed with it and the batch runs split across those devices.
@@ -374,6 +401,9 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     start_mode, n_starts = parse_starts(starts)
     if bootstrap_method not in ("pixels", "residuals"):
         raise ParameterError(f"bootstrap_method must be 'pixels' or 'residuals', got {bootstrap_method!r}")
+    defaults = model.defaults()
+    # parameters fixed at their default (a Sérsic's c0 ...) need no measurement of the image
+    need_guess = [n for n in need_guess if not (n in dict(model.fixed) and not measured_from_image(model, n))]
     if need_guess or start_mode != "none":
         guesses = [guess_initial(model, d[g], m[g], zp_arr[g], psf=None if psf_arr is None else
                                  (psf_arr[g] if psf_batched else psf_arr), oversample=int(oversample))
@@ -390,8 +420,11 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
         elif n in dict(model.tied):
             continue
         elif n in given:  # a missing (NaN) value in the init table: the fitter chooses one
-            start[n] = (np.where(np.isnan(given[n]), [gs[n] for gs in guesses], given[n]).astype(dtype)
+            fill = [defaults[n]] * G if guesses is None else [gs[n] for gs in guesses]
+            start[n] = (np.where(np.isnan(given[n]), fill, given[n]).astype(dtype)
                         if np.isnan(given[n]).any() else given[n])
+        elif guesses is None:
+            start[n] = np.full(G, defaults[n], dtype)
         else:
             start[n] = np.array([gs[n] for gs in guesses], dtype)
     free = model.free_names
@@ -418,23 +451,29 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     # places them chunk by chunk (no device -> host -> device round trip of the whole batch)
     args = tuple(None if a is None else (jnp.asarray if a is psf_arr and not psf_batched else put)(a)
                  for a in host)
+    chunk = G if sharding is not None else _chunk_size(chunk_size, G)
     if start_mode != "none" and free:
         given_pf = np.stack([np.asarray(clip_inside(start[n], lo, hi)) for n, (lo, hi) in zip(free, bounds)], 1)
         auto_pf = np.stack([[gs[n] for gs in guesses] for n in free], 1).astype(dtype)
         picked, _ = screen_starts(prob, candidate_starts(model, free, bounds, given_pf, auto_pf), n_starts,
                                   *args, psf_batched)
-        u0s = np.stack([np.asarray(to_unconstrained(np.asarray(clip_inside(picked[..., i], lo, hi)), lo, hi))
-                        for i, (lo, hi) in enumerate(bounds)], -1).astype(dtype)
-        if start_mode == "auto":
-            # LM from the caller's start as well as from the best screened candidate: the screen
-            # ranks basins by a cheap statistic and can pick a worse one (compact galaxies,
-            # r_e ~ 1 px, went from a perturbed start to n ~ 8 and chi2 +900), so "auto" never
-            # ends above a single start
-            u0s = np.concatenate([u0[:, None], u0s], axis=1)
+        u0s = _to_unconstrained(picked, bounds, dtype)
+    if start_mode == "grid" and free:
+        pf, cov, value, n_iter, status = _run_starts(prob, u0s, host, psf_batched, chunk, put)
     else:
-        u0s = u0[:, None]
-    chunk = G if sharding is not None else _chunk_size(chunk_size, G)
-    pf, cov, value, n_iter, status = _run_starts(prob, u0s, host, psf_batched, chunk, put)
+        pf, cov, value, n_iter, status = _run_starts(prob, u0[:, None], host, psf_batched, chunk, put)
+        if start_mode == "auto" and free:
+            # LM from the caller's start and from the best screened candidate, the lower
+            # statistic kept: the screen ranks basins by a cheap statistic and can pick a worse
+            # one (compact galaxies, r_e ~ 1 px, went from a perturbed start to n ~ 8 and chi2
+            # +900), so "auto" never ends above a single start.  Where the screen's best is the
+            # caller's start (its magnitude re-solved aside), there is nothing to run again.
+            mag_idx = [i for _, i in _amplitude_layout(prob)]
+            same = np.all(np.isclose(np.delete(picked[:, 0], mag_idx, 1), np.delete(given_pf, mag_idx, 1),
+                                     rtol=1e-6, atol=1e-9), axis=1)
+            u_best = np.where(same[:, None], np.nan, u0s[:, 0])
+            pf, cov, value, n_iter, status = _second_start(prob, (pf, cov, value, n_iter, status), u_best,
+                                                           host, psf_batched, chunk, put)
     n_iter, status = np.asarray(n_iter).astype(np.int32), np.asarray(status).astype(np.int32)
     n_used = m.reshape(G, -1).sum(axis=1)
     dof = (n_used - len(free)).astype(np.int64)
@@ -464,6 +503,36 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
                      chi2_nu=chi2_nu, dof=dof, n_iter=n_iter, status=status, stat=stat,
                      batched=batched, status_messages=STATUS_MESSAGES, samples=samples,
                      hessian_covariance=hess_cov)
+
+
+def _to_unconstrained(pf, bounds, dtype):
+    """Physical free vectors (..., P) -> unconstrained ones (clipped inside the bounds)."""
+    return np.stack([np.asarray(to_unconstrained(np.asarray(clip_inside(pf[..., i], lo, hi)), lo, hi))
+                     for i, (lo, hi) in enumerate(bounds)], -1).astype(dtype)
+
+
+def _second_start(prob, first, u_best, host, psf_batched, chunk, put):
+    """``starts="auto"``: LM again from the best screened candidate ``u_best`` (G, P), for the
+    galaxies where it differs from the caller's start (``first`` is the fit from there); per
+    galaxy the lower statistic is kept.  Where the screen ranks the caller's start first, as
+    it mostly does for a start near the answer, the second run would repeat the first and
+    is skipped.  The refits go through the same compiled core in chunks of the same size
+    (padded), never recompiling."""
+    pf, cov, value, n_iter, status = first
+    redo = np.flatnonzero(np.isfinite(u_best).all(axis=1))
+    if redo.size == 0:
+        return first
+    fvals, d, s, m, psf, zp, gain, rn, sky = host
+    per_galaxy = [u_best[redo]] + [a[redo] for a in (fvals, d, s, m)] + ([psf[redo]] if psf_batched else []) \
+        + [a[redo] for a in (zp, gain, rn, sky)]
+    again = _run_chunks(prob, per_galaxy, psf, psf_batched, chunk, put)
+    v_old = np.where(np.isfinite(value[redo]), value[redo], np.inf)
+    v_new = np.where(np.isfinite(again[2]), again[2], np.inf)
+    take = v_new < v_old
+    out = [np.array(o, copy=True) for o in first]
+    for o, a in zip(out, again):
+        o[redo[take]] = a[take]
+    return tuple(out)
 
 
 def _run_starts(prob, u0s, args, psf_batched, chunk=None, put=jnp.asarray):

@@ -279,6 +279,15 @@ def _clip_to_bounds(model, full, v):
     return v
 
 
+def measured_from_image(model: Model, name: str) -> bool:
+    """Whether :func:`guess_initial` measures parameter ``name`` on the image (False: its
+    value is the model's default, as for a Sérsic's ``c0``)."""
+    c, pname = name.split(".", 1)
+    spec = dict(model.components)[c]
+    return (pname in ("x0", "y0", "q", "pa", "mag", "mu_0", "mu_b", "sky") or pname in _SIZE_FACTORS
+            or (pname == "n" and spec.name == "sersic"))
+
+
 def guess_initial(model: Model, data, mask, zeropoint, psf=None, oversample: int = 1) -> dict[str, float]:
     """Initial value of every parameter of ``model`` for one galaxy (a dict of floats).
 

@@ -13,10 +13,11 @@
    model is linear in each component's flux, so every grid point is compared at its best
    magnitudes, which also sets the bulge/disk flux split); the statistic of each candidate is
    evaluated in ONE jitted call, vectorised over galaxies and looping over candidates;
-3. **LM** from the best candidate (``starts="auto"`` or ``starts=1`` with screening off), or
-   from the best ``S`` distinct candidates (``starts=S``): the batch is tiled G x S, the
-   existing jitted fit core runs once on it, and each galaxy keeps the start that ends with the
-   lowest statistic.
+3. **LM**: with ``starts="auto"`` from the caller's start and, for the galaxies where the
+   screen ranks another candidate first, again from that one, each galaxy keeping the lower
+   statistic (``galmoss_jax.fit._second_start``); with ``starts=S`` from the best ``S``
+   distinct candidates: the batch is tiled G x S, the existing jitted fit core runs once on
+   it, and each galaxy keeps the start that ends with the lowest statistic.
 
 ``starts=1`` skips all this and starts from ``init`` (automatic values where none is given).
 The cost of the screen is 27 coarse renders per galaxy; ``benchmarks/starts.py`` measures it
@@ -171,11 +172,14 @@ def screen_problem(prob):
     return dataclasses.replace(prob, sampling=coarse)
 
 
-def screen_starts(prob, cands, S, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched):
+def screen_starts(prob, cands, S, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched,
+                  coarse: bool = True):
     """The ``S`` best candidates per galaxy ``(G, S, P)`` (physical, magnitudes at their best
-    amplitudes) and the screened statistic of each ``(G, C)``."""
-    value, adj = _screen(screen_problem(prob), jnp.asarray(cands), fvals, data, sigma, mask, psf, zp, gain,
-                         rn, sky, psf_batched)
+    amplitudes) and the screened statistic of each ``(G, C)``.  ``coarse``: rank with the
+    cheaper pixel integration of :func:`screen_problem`; False: with the fit's own, so that a
+    candidate's statistic compares exactly with a fitted one's."""
+    value, adj = _screen(screen_problem(prob) if coarse else prob, jnp.asarray(cands), fvals, data, sigma,
+                         mask, psf, zp, gain, rn, sky, psf_batched)
     value, adj = np.asarray(value), np.asarray(adj)
     order = np.argsort(value, axis=1, kind="stable")
     G, C, P = adj.shape
