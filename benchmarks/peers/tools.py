@@ -19,6 +19,7 @@ none (GALMOSS: its README example sets no ranges).
 """
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import time
@@ -87,11 +88,14 @@ def render_galmoss_jax(kind, p, shape, psf, zp):
     return np.asarray(gj.render(_gj_model(kind), params, shape, psf=psf, zeropoint=zp), float)
 
 
-def fit_galmoss_jax(job, starts, repeat_first=True):
+def fit_galmoss_jax(job, starts, repeat_first=True, fit_starts="auto"):
     """``galmoss_jax.fit.fit``: one batched Levenberg-Marquardt call per start set (the
     default solver, Gauss-Newton errors, float32 unless x64 is on).  The first start set is
     fitted twice when ``repeat_first``: the first call includes tracing and compilation, the
-    second is steady state."""
+    second is steady state.  ``fit_starts``: ``"auto"`` (the default: LM from the given start
+    and from the best screened candidate, the lower chi2 kept) or 1 (LM from the given start
+    alone, as the README recommends when the starts come from a trusted source, and as Imfit
+    and AstroPhot are run)."""
     from galmoss_jax.fit import fit
 
     kind, model = job["kind"], _gj_model(job["kind"])
@@ -99,7 +103,8 @@ def fit_galmoss_jax(job, starts, repeat_first=True):
     out, timing = {}, {}
     for i, (sname, init) in enumerate(starts.items()):
         gj_init = {names[k]: np.asarray(v, float) for k, v in init.items()}
-        kw = dict(sigma=job["sigma"], mask=job["mask"], psf=job["psf"], zeropoint=float(job["zp"]), init=gj_init)
+        kw = dict(sigma=job["sigma"], mask=job["mask"], psf=job["psf"], zeropoint=float(job["zp"]), init=gj_init,
+                  starts=fit_starts)
         calls = 2 if (i == 0 and repeat_first) else 1
         for c in range(calls):
             t0 = time.perf_counter()
@@ -487,7 +492,9 @@ def fit_galmoss(job, starts, iteration=1500, with_errors=True):
     return out, timing
 
 
-FITTERS = {"galmoss_jax": fit_galmoss_jax, "imfit": fit_imfit, "astrophot": fit_astrophot, "galmoss": fit_galmoss}
+FITTERS = {"galmoss_jax": fit_galmoss_jax, "galmoss_jax_1": functools.partial(fit_galmoss_jax, fit_starts=1),
+           "imfit": fit_imfit, "astrophot": fit_astrophot, "galmoss": fit_galmoss}
 RENDERERS = {"galmoss_jax": render_galmoss_jax, "imfit": render_imfit, "astrophot": render_astrophot,
              "galmoss": render_galmoss}
-MODULES = {"galmoss_jax": "galmoss_jax", "imfit": "pyimfit", "astrophot": "astrophot", "galmoss": "galmoss"}
+MODULES = {"galmoss_jax": "galmoss_jax", "galmoss_jax_1": "galmoss_jax", "imfit": "pyimfit", "astrophot": "astrophot",
+           "galmoss": "galmoss"}
