@@ -20,7 +20,7 @@ Timing: *start-up* = import + the one-off cost of the first fit (JAX tracing and
 for serial tools the first galaxy's excess over the median); *gal/s* = steady-state
 galaxies per second; *wall* = start-up + the set's steady time, i.e. a cold run on that set.
 
-    PYTHONPATH=$PWD /work/venv-peers/bin/python benchmarks/peers/run.py --n 24 --n-bd 6 --n-slow 4 --n-bd-slow 2
+    PYTHONPATH=$PWD /work/venv-peers/bin/python benchmarks/peers/run.py --n 24 --n-bd 6 --n-slow 2 --n-bd-slow 2
     ... --from-raw A.pkl,B.pkl --notes notes.md   # rewrite the report from saved runs
 """
 from __future__ import annotations
