@@ -269,14 +269,14 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             through the fold of q > 1 fits (Jacobian of q -> 1/q, r -> r q); ``pa`` is wrapped
             to (-90, 90] and its error is in degrees, meaningful only while it is small against
             90 deg (a round galaxy, q -> 1, has an undefined pa and a large pa error).
-        starts: ``"auto"`` (default): LM from the caller's start (the automatic one where none
-            is given); then its result, the automatic start and a grid in Sérsic n and radius
-            around it are screened by their statistic at the best linear amplitudes (one
-            coarse batched render per candidate), and where a candidate beats the fit, or the
-            fit did not converge, LM runs again from the best candidate and the lower
-            statistic is kept (:mod:`galmoss_jax.multistart`); an integer ``S > 1``: LM from
-            the best ``S`` distinct screened candidates in one vmapped call (the batch tiled
-            G x S), keeping per galaxy the lowest statistic; ``1``: LM from ``init`` alone.
+        starts: ``"auto"`` (default): screen the caller's start, the automatic one and a grid
+            in Sérsic n and radius around it by their statistic at the best linear amplitudes
+            (one coarse batched render per candidate); run LM from the caller's start (the
+            automatic one where none is given) and, for the galaxies where the screen ranks
+            another candidate first, again from that one, keeping the lower statistic
+            (:mod:`galmoss_jax.multistart`); an integer ``S > 1``: LM from the best ``S``
+            distinct candidates in one vmapped call (the batch tiled G x S), keeping per galaxy
+            the lowest statistic; ``1``: LM from ``init`` alone.
         mask_neighbours: mask the other sources of each stamp found by ``sep`` detection and
             deblending (:func:`galmoss_jax.init.neighbour_mask`; needs the ``detect`` extra),
             on top of ``mask``.
@@ -471,9 +471,9 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             mag_idx = [i for _, i in _amplitude_layout(prob)]
             same = np.all(np.isclose(np.delete(picked[:, 0], mag_idx, 1), np.delete(given_pf, mag_idx, 1),
                                      rtol=1e-6, atol=1e-9), axis=1)
-            u_best = np.where(same[:, None], np.nan, u0s[:, 0])
-            pf, cov, value, n_iter, status = _second_start(prob, (pf, cov, value, n_iter, status), u_best,
-                                                           host, psf_batched, chunk, put)
+            pf, cov, value, n_iter, status = _second_start(prob, (pf, cov, value, n_iter, status), u0s[:, 0],
+                                                           np.flatnonzero(~same), host, psf_batched, chunk,
+                                                           put)
     n_iter, status = np.asarray(n_iter).astype(np.int32), np.asarray(status).astype(np.int32)
     n_used = m.reshape(G, -1).sum(axis=1)
     dof = (n_used - len(free)).astype(np.int64)
@@ -511,21 +511,25 @@ def _to_unconstrained(pf, bounds, dtype):
                      for i, (lo, hi) in enumerate(bounds)], -1).astype(dtype)
 
 
-def _second_start(prob, first, u_best, host, psf_batched, chunk, put):
-    """``starts="auto"``: LM again from the best screened candidate ``u_best`` (G, P), for the
-    galaxies where it differs from the caller's start (``first`` is the fit from there); per
-    galaxy the lower statistic is kept.  Where the screen ranks the caller's start first, as
-    it mostly does for a start near the answer, the second run would repeat the first and
-    is skipped.  The refits go through the same compiled core in chunks of the same size
-    (padded), never recompiling."""
-    pf, cov, value, n_iter, status = first
-    redo = np.flatnonzero(np.isfinite(u_best).all(axis=1))
+def _galaxy_inputs(args, psf_batched):
+    """The per-galaxy arrays of ``args`` (fvals, data, sigma, mask, psf, zp, gain, read_noise,
+    sky), in the order of ``_run_chunks`` after the starts: a shared PSF is not one of them."""
+    fvals, d, s, m, psf, zp, gain, rn, sky = (None if a is None else np.asarray(a) for a in args)
+    return [fvals, d, s, m] + ([psf] if psf_batched else []) + [zp, gain, rn, sky]
+
+
+def _second_start(prob, first, u_best, redo, host, psf_batched, chunk, put):
+    """``starts="auto"``: LM again from the best screened candidates ``u_best`` (G, P) for the
+    galaxies ``redo``, those where it differs from the caller's start (``first`` is the fit from
+    there); per galaxy the lower statistic is kept.  Where the screen ranks the caller's start
+    first, as it mostly does for a start near the answer, the second run would repeat the
+    first and is skipped.  The refits go through the same compiled core in chunks of the same
+    size (padded), never recompiling."""
     if redo.size == 0:
         return first
-    fvals, d, s, m, psf, zp, gain, rn, sky = host
-    per_galaxy = [u_best[redo]] + [a[redo] for a in (fvals, d, s, m)] + ([psf[redo]] if psf_batched else []) \
-        + [a[redo] for a in (zp, gain, rn, sky)]
-    again = _run_chunks(prob, per_galaxy, psf, psf_batched, chunk, put)
+    value = first[2]
+    per_galaxy = [a[redo] for a in [u_best] + _galaxy_inputs(host, psf_batched)]
+    again = _run_chunks(prob, per_galaxy, host[4], psf_batched, chunk, put)
     v_old = np.where(np.isfinite(value[redo]), value[redo], np.inf)
     v_new = np.where(np.isfinite(again[2]), again[2], np.inf)
     take = v_new < v_old
@@ -541,8 +545,8 @@ def _run_starts(prob, u0s, args, psf_batched, chunk=None, put=jnp.asarray):
     start with the lowest statistic wins.  ``args``: (fvals, data, sigma, mask, psf, zp, gain,
     read_noise, sky) as in ``_fit_core``, NumPy or device arrays.  NumPy outputs."""
     G, S, P = u0s.shape
-    fvals, d, s, m, psf, zp, gain, rn, sky = (None if a is None else np.asarray(a) for a in args)
-    per_galaxy = [fvals, d, s, m] + ([psf] if psf_batched else []) + [zp, gain, rn, sky]
+    psf = None if args[4] is None else np.asarray(args[4])
+    per_galaxy = _galaxy_inputs(args, psf_batched)
     if S > 1:
         per_galaxy = [np.repeat(a, S, axis=0) for a in per_galaxy]   # a shared PSF is not tiled
     chunk = _chunk_size(chunk, G)

@@ -172,14 +172,11 @@ def screen_problem(prob):
     return dataclasses.replace(prob, sampling=coarse)
 
 
-def screen_starts(prob, cands, S, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched,
-                  coarse: bool = True):
+def screen_starts(prob, cands, S, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched):
     """The ``S`` best candidates per galaxy ``(G, S, P)`` (physical, magnitudes at their best
-    amplitudes) and the screened statistic of each ``(G, C)``.  ``coarse``: rank with the
-    cheaper pixel integration of :func:`screen_problem`; False: with the fit's own, so that a
-    candidate's statistic compares exactly with a fitted one's."""
-    value, adj = _screen(screen_problem(prob) if coarse else prob, jnp.asarray(cands), fvals, data, sigma,
-                         mask, psf, zp, gain, rn, sky, psf_batched)
+    amplitudes) and the screened statistic of each ``(G, C)``."""
+    value, adj = _screen(screen_problem(prob), jnp.asarray(cands), fvals, data, sigma, mask, psf, zp, gain,
+                         rn, sky, psf_batched)
     value, adj = np.asarray(value), np.asarray(adj)
     order = np.argsort(value, axis=1, kind="stable")
     G, C, P = adj.shape
