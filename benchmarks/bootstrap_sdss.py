@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from galmoss_jax.fit import fit  # noqa: E402
+from galmoss_jax import fit  # noqa: E402
 from galmoss_jax.io import read_image, read_mask  # noqa: E402
 
 NAMES = ["J092800.99+014011.9", "J100247.00+042559.8", "J162123.19+322056.4"]

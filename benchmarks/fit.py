@@ -86,7 +86,7 @@ def worker(args):
     """One batch size, in this process: prints one JSON line."""
     import jax
 
-    from galmoss_jax.fit import fit
+    from galmoss_jax import fit
 
     assert not jax.config.jax_enable_x64, "the benchmark is float32"
     G = args.worker

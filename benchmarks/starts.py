@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import _sims as S  # noqa: E402
 import galmoss_jax as gj  # noqa: E402
-from galmoss_jax.fit import fit  # noqa: E402
+from galmoss_jax import fit  # noqa: E402
 
 
 def main():

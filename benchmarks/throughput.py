@@ -99,7 +99,7 @@ def _peak():
 
 def _warm(B, data, sigma, psf, init, max_iter):
     """Compile the fit core for batches of B (the first B galaxies, padded by repetition)."""
-    from galmoss_jax.fit import fit
+    from galmoss_jax import fit
 
     idx = np.arange(B) % len(data)
     t = time.perf_counter()
@@ -126,9 +126,9 @@ def worker_grid(args):
         t_compile = _warm(B, data, sigma, psf, init, args.max_iter)
         gals = survey.cube_galaxies(os.path.join(d, "cube.fits"), sigma=os.path.join(d, "sigma.fits"),
                                     psf=os.path.join(d, "psf.fits"), init=init, zeropoint=ZP)
-        opts = survey.FitOptions(model="sersic", max_iter=args.max_iter)
         t = time.perf_counter()
-        table, summary = survey.fit_survey(gals, opts, out=os.path.join(d, "out.fits"), batch_size=B,
+        table, summary = survey.fit_survey(gals, "sersic", max_iter=args.max_iter, out=os.path.join(d, "out.fits"),
+                                           batch_size=B,
                                            bucket=args.bucket, quiet=True)
         t_run = time.perf_counter() - t
     rss, dev = _peak()
@@ -148,7 +148,7 @@ def compare_streaming(args):
 
     import jax
     from galmoss_jax import survey
-    from galmoss_jax.fit import fit
+    from galmoss_jax import fit
 
     assert not jax.config.jax_enable_x64, "the benchmark is float32"
     n, S, B = args.n, args.stamp, args.batch_size
@@ -192,8 +192,8 @@ def compare_streaming(args):
                 if os.path.exists(out):
                     os.remove(out)
                 gals = survey.catalog_galaxies(os.path.join(d, "catalog.fits"), "sersic")
-                table, _ = survey.fit_survey(gals, survey.FitOptions(model="sersic", max_iter=args.max_iter),
-                                             out=out, batch_size=B, bucket=args.bucket, quiet=True)
+                table, _ = survey.fit_survey(gals, "sersic", max_iter=args.max_iter, out=out, batch_size=B,
+                                             bucket=args.bucket, quiet=True)
             dt = time.perf_counter() - t
             dc = time.process_time() - c
             results.setdefault(mode, []).append(dt)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 import galmoss_jax as gj
-from galmoss_jax.fit import fit
+from galmoss_jax import fit
 from galmoss_jax.io import read_image, read_mask
 
 HERE = os.path.dirname(os.path.abspath(__file__))

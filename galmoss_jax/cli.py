@@ -125,20 +125,36 @@ def _build_model(args):
     return Model(args.model, fixed=fixed, free=free, tied=tied), init
 
 
+def fit_options(args):
+    """The :class:`galmoss_jax.FitOptions` of ``galmoss-jax fit``'s options, the same for an
+    in-memory and a streaming run."""
+    from ._fit import FitOptions
+    from .multistart import parse_starts_option
+    from .uncertainty import parse_errors_option
+
+    errors, n_boot = parse_errors_option(args.errors)
+    return FitOptions(stat=args.stat, solver=args.solver, max_iter=args.max_iter, oversample=args.oversample,
+                      scale_errors=args.scale_errors, starts=parse_starts_option(args.starts),
+                      mask_neighbours=args.mask_neighbours, errors=errors, bootstrap=n_boot,
+                      bootstrap_method=args.bootstrap_method)
+
+
 def cmd_fit(args):
-    from .fit import fit
+    from ._fit import fit
     from .io import imgblock_paths, read_image, read_mask, read_table, write_imgblocks
+    from ._noise import sigma_from_data
     from .results import check_table_output, write_table
     from . import survey
 
+    model, init = _build_model(args)
+    options = fit_options(args)
     if survey.wants_survey(args):
-        survey.cmd_fit_survey(args, _build_model, _table_params)
+        survey.cmd_fit_survey(args, model, init, options, _table_params)
         return
     if args.image is None:
         raise ParameterError("IMAGE is required (or --catalog TABLE)")
 
     check_table_output(args.out, overwrite=args.overwrite, name="--out")
-    model, init = _build_model(args)
     data = read_image(args.image, name="IMAGE")
     if args.imgblock:
         imgblock_paths(args.imgblock, range(1 if data.ndim == 2 else data.shape[0]), overwrite=args.overwrite,
@@ -151,23 +167,15 @@ def cmd_fit(args):
     if args.init:
         init.update(_table_params(model, read_table(args.init, name="--init"), "--init"))
     zp = _zeropoint(args, args.image, model)
-    from .multistart import parse_starts_option
-    from .uncertainty import parse_errors_option
-    errors, n_boot = parse_errors_option(args.errors)
     res = fit(model, data, sigma=sigma, mask=mask, psf=psf, init=init or None, zeropoint=zp,
-              gain=args.gain, read_noise=args.read_noise, sky=args.sky, stat=args.stat,
-              solver=args.solver, max_iter=args.max_iter, oversample=args.oversample,
-              scale_errors=args.scale_errors, starts=parse_starts_option(args.starts),
-              mask_neighbours=args.mask_neighbours, errors=errors, bootstrap=n_boot,
-              bootstrap_method=args.bootstrap_method)
+              gain=args.gain, read_noise=args.read_noise, sky=args.sky, options=options)
     table = res.to_table()
     write_table(table, args.out, overwrite=args.overwrite, name="--out")
     if args.imgblock:
-        from .likelihood import sigma_from_data
         d3 = data if data.ndim == 3 else data[None]
-        s3 = sigma if sigma is not None else np.asarray(sigma_from_data(d3, args.gain, args.read_noise, args.sky))
-        m3 = np.ones(d3.shape, bool) if mask is None else np.broadcast_to(mask, d3.shape)
-        write_imgblocks(res, d3, np.broadcast_to(s3, d3.shape), m3 & np.isfinite(d3), args.imgblock, psf=psf,
+        s3 = sigma if sigma is not None else sigma_from_data(d3, args.gain, args.read_noise, args.sky)
+        # the mask the fit used (the given one less dropped pixels and neighbours)
+        write_imgblocks(res, d3, np.broadcast_to(s3, d3.shape), res.mask, args.imgblock, psf=psf,
                         zeropoint=zp, oversample=args.oversample, overwrite=args.overwrite)
     ok = int((res.status == 0).sum())
     print(f"fitted {len(table)} galaxies ({ok} succeeded) -> {args.out}")
@@ -175,7 +183,7 @@ def cmd_fit(args):
 
 def cmd_example(args):
     """Fit the bundled SDSS galaxies: single Sérsic for all three, bulge + disk for J100247."""
-    from .fit import fit
+    from ._fit import fit
     from .io import read_image, read_mask, write_imgblocks
     from .model import Model
     from .results import write_table

@@ -1,6 +1,6 @@
 """GALFIT feedme files: read, fit, and write GALFIT's outputs (image block, restart file, fit.log).
 
-``galmoss-jax galfit FEEDME`` runs a GALFIT input file with :func:`galmoss_jax.fit.fit`.
+``galmoss-jax galfit FEEDME`` runs a GALFIT input file with :func:`galmoss_jax.fit`.
 
 Conventions (GALFIT's, converted at this boundary only, DESIGN.md A):
 
@@ -35,6 +35,7 @@ import re
 import numpy as np
 
 from ._errors import DataError, InputFileError, ParameterError
+from ._noise import mask_from_bad_pixels, sigma_from_data
 
 # GALFIT component -> galmoss_jax profile and the feedme lines it uses:
 # line -> galmoss_jax parameter(s) (line 1 of a centred profile holds x and y).
@@ -517,8 +518,7 @@ def noise_keywords(header, path="image") -> dict:
 def galfit_sigma(data, gain, rdnoise=0.0, ncombine=1.0, sky=0.0):
     """GALFIT's sigma image from the data (ADU): ``N_e = (data + sky) GAIN NCOMBINE`` electrons,
     ``sigma_e^2 = N_e + NCOMBINE RDNOISE^2``, ``sigma = sigma_e / (GAIN NCOMBINE)``."""
-    var = (np.asarray(data, float) + sky) / (gain * ncombine) + rdnoise ** 2 / (ncombine * gain ** 2)
-    return np.sqrt(np.maximum(var, 0.0))
+    return sigma_from_data(np.asarray(data, float), gain * ncombine, rdnoise * math.sqrt(ncombine), sky)
 
 
 def _read_mask(path, shape):
@@ -534,7 +534,7 @@ def _read_mask(path, shape):
         m = read_image(path, name="mask (F)", allow_cube=False)
         if m.shape != shape:
             raise DataError(f"mask (F): {path!r} has shape {m.shape}, the image {shape}")
-        return m == 0
+        return mask_from_bad_pixels(m)
     good = np.ones(shape, bool)
     with open(path) as fh:
         for lineno, raw in enumerate(fh, 1):
@@ -829,7 +829,7 @@ def fit_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine=None
                max_iter=None, write=True) -> FeedmeFit:
     """Run a GALFIT feedme (a path or a :class:`Feedme`).
 
-    Mode P) 0 fits with :func:`galmoss_jax.fit.fit` and writes, into ``output_dir``, the image
+    Mode P) 0 fits with :func:`galmoss_jax.fit` and writes, into ``output_dir``, the image
     block B) (blank primary, data, model, residual; best-fit values and errors in the model
     header), a restart feedme ``galfit.NN`` and a ``fit.log`` entry.  P) 1 writes the model
     image of the initial values to B); P) 2 the image block of the initial values.
@@ -839,7 +839,7 @@ def fit_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine=None
     """
     from astropy.io import fits
 
-    from .fit import fit
+    from ._fit import fit
     from .io import write_fits_atomic
 
     if not isinstance(feedme, Feedme):

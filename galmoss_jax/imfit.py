@@ -1,4 +1,4 @@
-"""Imfit configuration files: read, fit with :func:`galmoss_jax.fit.fit`, write Imfit's best-fit
+"""Imfit configuration files: read, fit with :func:`galmoss_jax.fit`, write Imfit's best-fit
 parameter file.
 
 ``galmoss-jax imfit CONFIG IMAGE`` runs an Imfit configuration (``X0``/``Y0`` blocks of
@@ -41,6 +41,7 @@ import warnings
 import numpy as np
 
 from ._errors import DataError, InputFileError, ParameterError
+from ._noise import mask_from_bad_pixels
 
 ZEROPOINT = 30.0
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
@@ -477,7 +478,7 @@ def fit_imfit(config, image, *, mask=None, psf=None, noise=None, errors_are_vari
     ``mask``: FITS, non-zero = bad; ``psf``: FITS PSF (normalised); ``noise``: sigma image
     (or variances / weights 1/sigma^2).  ``gain`` ... ``ncombine`` override the config options.
     """
-    from .fit import fit
+    from ._fit import fit
     from .io import read_image
 
     if not isinstance(config, ImfitConfig):
@@ -499,7 +500,7 @@ def fit_imfit(config, image, *, mask=None, psf=None, noise=None, errors_are_vari
             raise DataError(f"--noise: shape {sigma.shape} differs from the image's {data.shape}")
     m = None
     if mask is not None:
-        m = read_image(mask, name="--mask", allow_cube=False) == 0
+        m = mask_from_bad_pixels(read_image(mask, name="--mask", allow_cube=False))
         if m.shape != data.shape:
             raise DataError(f"--mask: shape {m.shape} differs from the image's {data.shape}")
     p = read_image(psf, name="--psf", allow_cube=False) if psf is not None else None

@@ -40,8 +40,9 @@ def read_mask(path, *, name: str = "mask", keep_labels=(0,)) -> np.ndarray:
     """Read a GALFIT/Imfit bad-pixel mask (non-zero = bad) or a segmentation map as a boolean
     array with True = pixel used.  ``keep_labels``: values that mark usable pixels (0 = sky; add
     the target's label for a segmentation map)."""
-    a = read_image(path, name=name)
-    return np.isin(a, np.asarray(keep_labels, dtype=float))
+    from ._noise import mask_from_bad_pixels
+
+    return mask_from_bad_pixels(read_image(path, name=name), keep_labels)
 
 
 def read_header_value(path, keys, default=None):
@@ -170,13 +171,17 @@ def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint
     """One multi-extension FITS per galaxy, ``directory/imgblock_<id>.fits``: DATA, MODEL,
     RESIDUAL, SIGMA, MASK and one extension per component (each rendered alone, convolved
     where the profile is); the best-fit parameters and errors go in the MODEL header
-    (``COMP_PARAM`` keys).  All blocks are written or none (:func:`write_atomic`); existing
+    (``COMP_PARAM`` keys).  MASK (1 = used) and RESIDUAL are those of the fit: the mask the
+    fit used (``result.mask``: the given mask less the pixels it dropped) wherever the result
+    has it, else ``mask``.  All blocks are written or none (:func:`write_atomic`); existing
     blocks are refused before any work unless ``overwrite``."""
     from astropy.io import fits
 
     from .model import Model, render
 
     data = np.asarray(data, float)
+    if getattr(result, "mask", None) is not None:
+        mask = result.mask if data.ndim == 3 else result.mask[0]
     if data.ndim == 2:
         data, sigma, mask = data[None], np.asarray(sigma)[None], np.asarray(mask)[None]
     G = data.shape[0]

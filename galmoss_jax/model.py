@@ -12,14 +12,16 @@ import math
 import re
 from typing import Mapping
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ._errors import ParameterError, ProfileError, PSFError, ShapeError
 from .profiles import get_profile
+from ._layout import ParamLayout
 from .profiles._spec import ProfileSpec
-from .psf import check_oversample, check_psf, psf_padding, stamp_psf_transform
+from .psf import as_psf, check_oversample, psf_padding, stamp_psf_transform
 from .sampling import integrate_pixels
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
@@ -162,6 +164,14 @@ class Model:
         object.__setattr__(self, "fixed", tuple(sorted(fixed_map.items())))
         object.__setattr__(self, "tied", tuple(sorted(tied_map.items())))
         object.__setattr__(self, "bounds", tuple(sorted(bounds_map.items())))
+        free = tuple(n for n in names if n not in fixed_map and n not in tied_map)
+        fixed_names = tuple(n for n in names if n in fixed_map)
+        object.__setattr__(self, "layout", ParamLayout(
+            names=tuple(names), free=free,
+            bounds=tuple(self.bounds_of(n) if self.param(n).periodic is None else (-math.inf, math.inf)
+                         for n in free),
+            fixed=fixed_names, fixed_values=tuple(fixed_map[n] for n in fixed_names),
+            defaults=tuple(self.param(n).default for n in names), tied=self.tied))
 
     # -- names ---------------------------------------------------------------------------------
     @property
@@ -171,9 +181,8 @@ class Model:
 
     @property
     def free_names(self) -> tuple[str, ...]:
-        """Parameters that are fitted (neither fixed nor tied)."""
-        fx, td = dict(self.fixed), dict(self.tied)
-        return tuple(n for n in self._all if n not in fx and n not in td)
+        """Parameters that are fitted (neither fixed nor tied), in the layout's order."""
+        return self.layout.free
 
     @property
     def component_names(self) -> tuple[str, ...]:
@@ -218,14 +227,8 @@ class Model:
 
     def defaults(self) -> dict[str, float]:
         """Default value of every parameter (fixed values where given)."""
-        out = {}
-        fx = dict(self.fixed)
-        for c, s in self.components:
-            for p in s.params:
-                full = f"{c}.{p.name}"
-                v = fx.get(full)
-                out[full] = p.default if v is None else v
-        return out
+        lay = self.layout
+        return {n: lay.fixed_value(n) if n in lay.fixed else d for n, d in zip(lay.names, lay.defaults)}
 
     @property
     def has_psf_components(self) -> bool:
@@ -249,25 +252,18 @@ class Model:
     # -- parameters ----------------------------------------------------------------------------
     def complete(self, params: Mapping, *, argument: str = "params") -> dict:
         """Full parameter dict: names resolved, fixed values applied, ties followed, defaults of
-        parameters fixed by default filled in.  Raises on unknown or missing parameters."""
+        parameters fixed by default filled in (:meth:`ParamLayout.fill`).  Raises on unknown or
+        missing parameters."""
         if not isinstance(params, Mapping):
             raise ParameterError(f"{argument} must be a mapping of parameter names to values")
-        out = {}
-        for k, v in params.items():
-            out[self.resolve(k, argument)] = v
-        for n, v in self.fixed:
-            if v is not None:
-                out[n] = v
-            elif n not in out:
-                out[n] = self.param(n).default
+        given = {self.resolve(k, argument): v for k, v in params.items()}
         for a, b in self.tied:
-            if b not in out:
+            if b not in given and b in self.layout.free:
                 raise ParameterError(f"{argument}: {b!r} (which {a!r} is tied to) has no value")
-            out[a] = out[b]
-        missing = [n for n in self._all if n not in out]
+        missing = [n for n in self.layout.free if n not in given]
         if missing:
             raise ParameterError(f"{argument}: missing values for {', '.join(missing)}")
-        return out
+        return self.layout.fill(given)
 
     def render(self, params, shape, **kwargs):
         """Render this model; see :func:`render`."""
@@ -390,7 +386,7 @@ def _render_one(model: Model, p: Mapping, shape, psf_fft, psf_shape, oversample:
             ys = jnp.arange(H, dtype=dtype) - (H - 1) / 2.0
             sky = sky + spec.brightness(cp, xs[None, :], ys[:, None], zeropoint)
     if psf_fft is None:
-        return surface + sky
+        return _nan_outside_domain(model, p, surface + sky)
     ft = jnp.fft.rfft2(surface)
     v = jnp.fft.fftfreq(Hf).astype(dtype)[:, None]
     u = jnp.fft.rfftfreq(Wf).astype(dtype)[None, :]
@@ -416,7 +412,22 @@ def _render_one(model: Model, p: Mapping, shape, psf_fft, psf_shape, oversample:
     conv = conv[f * py: f * (py + H), f * px: f * (px + W)]
     if f > 1:
         conv = conv.reshape(H, f, W, f).sum(axis=(1, 3))
-    return conv.astype(dtype) + sky
+    return _nan_outside_domain(model, p, conv.astype(dtype) + sky)
+
+
+def _nan_outside_domain(model: Model, p: Mapping, image):
+    """``image``, or NaN everywhere when a parameter lies outside its domain (a radius, q, n
+    ... not positive where its lower bound is positive, negative where it is 0): the check that
+    :func:`render` makes on concrete values, as a value that traced code (jit, grad, a sampler)
+    can see.  A parameter inside its fitting bounds always passes."""
+    ok = jnp.asarray(True)
+    for name, v in p.items():
+        lo = model.bounds_of(name)[0]
+        if lo > 0:
+            ok = ok & jnp.all(v > 0)
+        elif lo == 0:
+            ok = ok & jnp.all(v >= 0)
+    return jnp.where(ok, image, jnp.nan)
 
 
 def _bound_brightness(brightness, cp, zeropoint, dx, dy):
@@ -483,6 +494,13 @@ def render(model, params, shape, *, psf=None, zeropoint=None, oversample: int = 
 
     Raises :class:`ParameterError` for a parameter that is not a finite number, not positive
     where its bounds are (radii, ``q``, ``n``, ...), or that gives a non-finite image.
+
+    Traced use (inside ``jax.jit``, ``jax.grad``, ``jax.vmap`` or a sampler): ``render`` is
+    differentiable in the parameters, in a traced ``psf`` (normalised to sum 1 in the trace)
+    and in a traced ``zeropoint``.  Values cannot be checked there, so a parameter outside its
+    domain gives an image of NaN (a sampler rejects such a point) instead of the error.  For
+    repeated calls with a fixed model, shape and PSF shape, :class:`Renderer` takes a vector
+    of parameters.
     """
     model = as_model(model)
     try:
@@ -521,7 +539,7 @@ def render(model, params, shape, *, psf=None, zeropoint=None, oversample: int = 
         raise ShapeError(f"zeropoint must be a scalar or one value per galaxy, got shape {zp.shape}")
     psf_arr, psf_shape, psf_batched = None, None, False
     if psf is not None:
-        psf_arr = jnp.asarray(check_psf(psf, oversample=oversample), dtype=jnp.result_type(float))
+        psf_arr = as_psf(psf, oversample=oversample)
         psf_shape = tuple(psf_arr.shape[-2:])
         psf_batched = psf_arr.ndim == 3
         if psf_batched and not batched:
@@ -559,3 +577,99 @@ def _check_domain(model: Model, name: str, value):
         raise ParameterError(f"params[{name!r}] must be positive, got {v}")
     if lo == 0 and np.any(v < 0):
         raise ParameterError(f"params[{name!r}] must be >= 0, got {v}")
+
+
+@functools.partial(jax.jit, static_argnames=("model", "shape", "psf_shape", "oversample", "sampling"))
+def _render_vector(model, shape, psf_shape, oversample, sampling, x, fixed, psf, zeropoint):
+    psf_fft = None if psf is None else stamp_psf_transform(psf, shape, oversample)
+    return _render_one(model, model.layout.expand(x, fixed), shape, psf_fft, psf_shape, oversample, zeropoint,
+                       sampling)
+
+
+class Renderer(eqx.Module):
+    """A renderer of ONE galaxy's free-parameter vector, compiled once for a fixed model, stamp
+    shape and PSF shape: the forward model for samplers, custom likelihoods and pipelines.
+
+    ``Renderer(model, shape, psf_shape=(h, w))(x, psf=psf, zeropoint=zp)`` returns the (H, W)
+    image of ``x`` (P,) (physical units, order :attr:`names` = ``model.free_names``) or of a
+    mapping of the free parameters.  Fixed parameters take the model's values, or ``fixed``
+    (for parameters fixed at their initial value), or their defaults; ties are followed.  It is
+    pure JAX: ``jax.jit``, ``jax.vmap`` (over ``x``, and over ``psf`` or ``zeropoint`` too) and
+    ``jax.grad`` (in ``x``, the PSF and the zero point) all work, and every call with the same
+    shapes runs the same compiled program.  A parameter outside its domain gives an image of
+    NaN (:func:`render` explains).
+
+    Args:
+        model: a :class:`Model`, profile name or spec string.
+        shape: ``(H, W)`` of the stamp, pixels.
+        psf_shape: ``(h, w)`` of the PSF the calls will pass (odd sides; fine pixels when
+            ``oversample > 1``), or None for no PSF.
+        oversample: integer factor by which the PSF is finer than the image pixels.
+        sampling: pixel-integration settings.
+        fixed: ``{name: value}`` for parameters fixed at their initial value.
+    """
+
+    model: Model = eqx.field(static=True)
+    shape: tuple = eqx.field(static=True)
+    psf_shape: tuple | None = eqx.field(static=True)
+    oversample: int = eqx.field(static=True)
+    sampling: Sampling = eqx.field(static=True)
+    fixed: jax.Array
+
+    def __init__(self, model, shape, *, psf_shape=None, oversample: int = 1, sampling: Sampling | None = None,
+                 fixed: Mapping | None = None):
+        self.model = as_model(model)
+        try:
+            self.shape = tuple(int(s) for s in shape)
+        except (TypeError, ValueError):
+            raise ShapeError(f"shape must be (H, W), got {shape!r}") from None
+        if len(self.shape) != 2 or min(self.shape) < 1:
+            raise ShapeError(f"shape must be (H, W) with positive sides, got {shape!r}")
+        self.psf_shape = None if psf_shape is None else tuple(int(s) for s in psf_shape)
+        if self.psf_shape is not None and (len(self.psf_shape) != 2 or min(self.psf_shape) < 1
+                                           or self.psf_shape[0] % 2 == 0 or self.psf_shape[1] % 2 == 0):
+            raise PSFError(f"psf_shape must be (h, w) with odd sides, got {psf_shape!r}")
+        if self.psf_shape is None and self.model.has_psf_components:
+            raise PSFError("psf_shape: the model has a point-source component, which needs a PSF")
+        self.oversample = check_oversample(oversample)
+        self.sampling = Sampling() if sampling is None else sampling
+        given = {self.model.resolve(k, "fixed"): v for k, v in (fixed or {}).items()}
+        self.fixed = self.model.layout.fixed_vector(given)
+
+    @property
+    def names(self) -> tuple:
+        """The order of the parameter vector: the model's free parameters."""
+        return self.model.layout.free
+
+    def __call__(self, params, *, psf=None, zeropoint=None, fixed=None):
+        """Image (H, W) of ``params``: a vector (P,) in :attr:`names` order, or a mapping of
+        the free parameters (full or bare names).  ``fixed``: values of the fixed parameters
+        for this call (a (F,) vector in ``model.layout.fixed`` order), else the renderer's."""
+        lay = self.model.layout
+        if isinstance(params, Mapping):
+            given = {self.model.resolve(k, "params"): v for k, v in params.items()}
+            missing = [n for n in lay.free if n not in given]
+            if missing:
+                raise ParameterError(f"params: missing values for {', '.join(missing)}")
+            params = lay.free_vector(given)
+        x = jnp.asarray(params, dtype=jnp.result_type(float))
+        if x.shape != (lay.n_free,):
+            raise ShapeError(f"params: a vector of the {lay.n_free} free parameters {lay.free} is expected, "
+                             f"got shape {x.shape} (jax.vmap the renderer for a batch)")
+        if (psf is None) != (self.psf_shape is None):
+            raise PSFError("psf: this renderer was built " + ("without a PSF" if self.psf_shape is None else
+                                                             f"for a {self.psf_shape} PSF; pass psf="))
+        if psf is not None:
+            psf = as_psf(psf, oversample=self.oversample)
+            if tuple(psf.shape) != self.psf_shape:
+                raise PSFError(f"psf: shape {tuple(psf.shape)} differs from the renderer's psf_shape {self.psf_shape}")
+        if zeropoint is None:
+            self.model.require_zeropoint()
+            zeropoint = 0.0
+        zp = jnp.asarray(zeropoint, dtype=x.dtype)
+        fixed = self.fixed if fixed is None else jnp.asarray(fixed)
+        if fixed.shape != self.fixed.shape:
+            raise ShapeError(f"fixed: a vector of the {len(lay.fixed)} fixed parameters {lay.fixed} is expected, "
+                             f"got shape {fixed.shape}")
+        return _render_vector(self.model, self.shape, self.psf_shape, self.oversample, self.sampling, x,
+                              fixed.astype(x.dtype), psf, zp)

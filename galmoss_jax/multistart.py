@@ -15,7 +15,7 @@
    evaluated in ONE jitted call, vectorised over galaxies and looping over candidates;
 3. **LM**: with ``starts="auto"`` from the caller's start and, for the galaxies where the
    screen ranks another candidate first, again from that one, each galaxy keeping the lower
-   statistic (``galmoss_jax.fit._second_start``); with ``starts=S`` from the best ``S``
+   statistic (``galmoss_jax._fit._fit_from_starts``); with ``starts=S`` from the best ``S``
    distinct candidates: the batch is tiled G x S, the existing jitted fit core runs once on
    it, and each galaxy keeps the start that ends with the lowest statistic.
 
@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import ParameterError
-from .likelihood import statistic_value
-from .model import Model, _render_one
+from ._engine import GalaxyData, Problem
+from .model import Model
 from .psf import stamp_psf_transform
 
 N_GRID = (0.6, 1.0, 1.8, 3.2, 5.5)           # Sérsic indices of the grid
@@ -67,13 +67,15 @@ def parse_starts_option(text: str):
     return v
 
 
-def candidate_starts(model: Model, free, bounds, given: np.ndarray, auto: np.ndarray) -> np.ndarray:
-    """Candidate starts ``(G, C, P)`` in physical units (order ``free``) for every galaxy.
+def candidate_starts(model: Model, given: np.ndarray, auto: np.ndarray) -> np.ndarray:
+    """Candidate starts ``(G, C, P)`` in physical units (order ``model.layout.free``) for every
+    galaxy.
 
     ``given`` (G, P): the caller's start; ``auto`` (G, P): the automatic start.  The grid
     varies the first free Sérsic ``n`` over :data:`N_GRID` and every free radius by
     :data:`R_FACTORS` around ``auto``; values are kept inside their bounds.
     """
+    free, bounds = model.layout.free, model.layout.bounds
     radii = [i for i, n in enumerate(free)
              if model.param(n).unit in _RADIUS_UNITS and n.split(".", 1)[1] not in ("x0", "y0")]
     n_idx = next((i for i, n in enumerate(free) if n.split(".", 1)[1] == "n"), None)
@@ -100,83 +102,74 @@ def candidate_starts(model: Model, free, bounds, given: np.ndarray, auto: np.nda
     return out
 
 
-def _amplitude_layout(prob):
+def _amplitude_layout(problem: Problem):
     """Components whose flux is a free ``mag``: (component index, free index of its mag)."""
     out = []
-    for k, (c, spec) in enumerate(prob.model.components):
+    free = problem.layout.free
+    for k, (c, spec) in enumerate(problem.model.components):
         name = f"{c}.mag"
-        if spec.kind in ("surface", "point") and name in prob.free:
-            out.append((k, prob.free.index(name)))
+        if spec.kind in ("surface", "point") and name in free:
+            out.append((k, free.index(name)))
     return tuple(out)
 
 
-def _screen_one(prob, pf, fvals, data, sigma, mask, psf_fft, zp, gain, rn, sky):
-    """Statistic of one candidate (free vector ``pf``, physical) at its best amplitudes;
+def _screen_one(problem: Problem, x, galaxy: GalaxyData, psf_fft):
+    """Statistic of one candidate (free vector ``x``, physical) at its best amplitudes;
     returns (statistic, candidate with the magnitudes of those amplitudes)."""
-    p = {n: pf[i] for i, n in enumerate(prob.free)}
-    p.update({n: fvals[j] for j, n in enumerate(prob.fixed)})
-    for a, b in prob.tied:
-        p[a] = p[b]
-    layout = _amplitude_layout(prob)
+    layout = _amplitude_layout(problem)
     amp_comps = {k for k, _ in layout}
 
     def render(comps):
-        sub = Model(tuple(prob.model.components[k] for k in comps))
-        pre = tuple(prob.model.components[k][0] + "." for k in comps)
-        q = {n: v for n, v in p.items() if n.startswith(pre)}
-        return _render_one(sub, q, prob.shape, psf_fft, prob.psf_shape, prob.oversample, zp, prob.sampling)
+        return problem.render(x, galaxy, psf_fft, model=Model(tuple(problem.model.components[k] for k in comps)))
 
-    rest = [k for k in range(len(prob.model.components)) if k not in amp_comps]
-    base = render(rest) if rest else jnp.zeros(prob.shape, data.dtype)
+    rest = [k for k in range(len(problem.model.components)) if k not in amp_comps]
+    base = render(rest) if rest else jnp.zeros(problem.shape, galaxy.data.dtype)
     if not layout:
         best = base
-        pf_new = pf
+        x_new = x
     else:
         T = jnp.stack([render([k]) for k, _ in layout])               # (K, H, W)
-        w = jnp.where(mask, 1.0 / jnp.where(mask, sigma, 1.0) ** 2, 0.0)
+        w = jnp.where(galaxy.mask, 1.0 / galaxy.sigma ** 2, 0.0)
         A = jnp.einsum("khw,lhw,hw->kl", T, T, w)
-        b = jnp.einsum("khw,hw,hw->k", T, data - base, w)
+        b = jnp.einsum("khw,hw,hw->k", T, galaxy.data - base, w)
         K = A.shape[0]
         dg = jnp.sqrt(jnp.abs(jnp.diagonal(A))) + 1e-300
         a = jnp.linalg.solve(A / dg[:, None] / dg[None, :] + 1e-10 * jnp.eye(K, dtype=A.dtype), b / dg) / dg
         a = jnp.clip(jnp.where(jnp.isfinite(a), a, 1.0), 1e-3, 1e3)   # keep fluxes positive
         best = base + jnp.einsum("k,khw->hw", a, T)
-        pf_new = pf
+        x_new = x
         for j, (_, i) in enumerate(layout):
-            lo, hi = prob.free_bounds[i]
-            pf_new = pf_new.at[i].set(jnp.clip(pf[i] - 2.5 * jnp.log10(a[j]), lo + 1e-6, hi - 1e-6))
-    value = statistic_value(prob.stat, data, best, sigma, mask, gain, rn, sky)
-    return jnp.where(jnp.isfinite(value), value, jnp.inf), pf_new
+            lo, hi = problem.layout.bounds[i]
+            x_new = x_new.at[i].set(jnp.clip(x[i] - 2.5 * jnp.log10(a[j]), lo + 1e-6, hi - 1e-6))
+    value = galaxy.statistic(problem.stat, best)
+    return jnp.where(jnp.isfinite(value), value, jnp.inf), x_new
 
 
-@functools.partial(jax.jit, static_argnames=("prob", "psf_batched"))
-def _screen(prob, cands, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched):
-    psf_fft = None if psf is None else stamp_psf_transform(psf, prob.shape, prob.oversample)
-    in_psf = 0 if psf_batched else None
-    one = functools.partial(_screen_one, prob)
-    over_g = jax.vmap(one, in_axes=(0, 0, 0, 0, 0, in_psf, 0, 0, 0, 0))
+@functools.partial(jax.jit, static_argnames=("problem", "psf_batched"))
+def _screen(problem, cands, galaxies, psf, psf_batched):
+    psf_fft = None if psf is None else stamp_psf_transform(psf, problem.shape, problem.oversample)
+    over_g = jax.vmap(functools.partial(_screen_one, problem), in_axes=(0, 0, 0 if psf_batched else None))
     # candidates one after another (lax.map), galaxies vectorised: the memory of one batched
     # render, whatever the number of candidates
-    value, adj = jax.lax.map(lambda c: over_g(c, fvals, data, sigma, mask, psf_fft, zp, gain, rn, sky),
-                             jnp.swapaxes(cands, 0, 1))
+    value, adj = jax.lax.map(lambda c: over_g(c, galaxies, psf_fft), jnp.swapaxes(cands, 0, 1))
     return jnp.swapaxes(value, 0, 1), jnp.swapaxes(adj, 0, 1)
 
 
-def screen_problem(prob):
+def screen_problem(problem: Problem) -> Problem:
     """The fit problem with a coarser pixel integration for ranking candidates (no sub-pixel
     PSF window, fewer quadrature nodes): ~4x cheaper renders; the grid points differ by far
     more in chi2 than this approximation changes it, and LM then refines with the full one."""
-    s = prob.sampling
+    s = problem.sampling
     coarse = dataclasses.replace(s, psf_window=0, n_theta=min(s.n_theta, 16), n_r=min(s.n_r, 8),
                                  n_mid=min(s.n_mid, 4), mid_window=min(s.mid_window, 9))
-    return dataclasses.replace(prob, sampling=coarse)
+    return dataclasses.replace(problem, sampling=coarse)
 
 
-def screen_starts(prob, cands, S, fvals, data, sigma, mask, psf, zp, gain, rn, sky, psf_batched):
+def screen_starts(problem: Problem, cands, S: int, galaxies: GalaxyData, psf, psf_batched: bool):
     """The ``S`` best candidates per galaxy ``(G, S, P)`` (physical, magnitudes at their best
     amplitudes) and the screened statistic of each ``(G, C)``."""
-    value, adj = _screen(screen_problem(prob), jnp.asarray(cands), fvals, data, sigma, mask, psf, zp, gain,
-                         rn, sky, psf_batched)
+    value, adj = _screen(screen_problem(problem), jnp.asarray(cands), jax.tree.map(jnp.asarray, galaxies),
+                         None if psf is None else jnp.asarray(psf), psf_batched)
     value, adj = np.asarray(value), np.asarray(adj)
     order = np.argsort(value, axis=1, kind="stable")
     G, C, P = adj.shape

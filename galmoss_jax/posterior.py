@@ -20,7 +20,6 @@ its Gauss-Newton errors (``tests/test_posterior.py``).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Callable
 
 import jax
@@ -28,23 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._errors import GalmossError, ParameterError, ShapeError
-from .model import Sampling, _render_one, as_model
-from .psf import check_psf, stamp_psf_transform
-from .results import FitResult, _wrap, fold_axis_ratio
-from .transforms import clip_inside, to_physical, to_unconstrained
-
-
-def _complete(model, params, fixed_values):
-    p = {model.resolve(k, "params"): v for k, v in params.items()}
-    for n, v in model.fixed:
-        if n not in p:
-            p[n] = fixed_values.get(n, model.param(n).default if v is None else v)
-    for a, b in model.tied:
-        p[a] = p[b]
-    missing = [n for n in model.param_names if n not in p]
-    if missing:
-        raise ParameterError(f"params: missing values for {', '.join(missing)}")
-    return p
+from ._conventions import fold_axis_ratio, wrap_angle
+from .model import Renderer, Sampling, as_model
+from ._noise import usable_pixels
+from .results import FitResult
 
 
 def forward_model(model, shape, *, psf=None, zeropoint=None, oversample: int = 1,
@@ -53,24 +39,22 @@ def forward_model(model, shape, *, psf=None, zeropoint=None, oversample: int = 1
 
     ``params`` maps the free parameters (full or bare names) to scalars; fixed parameters
     take their model value, else ``fixed_values``, else the profile default; ties are followed.
-    Same rendering as ``fit`` (pixel integration, PSF convolution on the padded stamp).
+    Same rendering as ``fit`` (pixel integration, PSF convolution on the padded stamp).  The
+    PSF and the zero point may be traced (a free PSF width or zero point inside a sampler): the
+    function is differentiable in them.  Built on :class:`galmoss_jax.Renderer`, which takes the
+    PSF and zero point per call.
     """
-    model = as_model(model)
-    shape = tuple(int(s) for s in shape)
-    sampling = sampling or Sampling()
-    fixed_values = {model.resolve(k, "fixed_values"): v for k, v in (fixed_values or {}).items()}
-    psf_fft, psf_shape = None, None
-    if psf is not None:
-        pa = check_psf(psf, oversample=oversample)
-        if pa.ndim != 2:
-            raise ShapeError("psf: forward_model takes one PSF image (H, W)")
-        psf_shape = pa.shape
-        psf_fft = stamp_psf_transform(jnp.asarray(pa, dtype=jnp.result_type(float)), shape, oversample)
-    zp = 0.0 if zeropoint is None else float(zeropoint)
+    psf_shape = None if psf is None else jnp.shape(psf)
+    if psf is not None and len(psf_shape) != 2:
+        raise ShapeError("psf: forward_model takes one PSF image (H, W)")
+    renderer = Renderer(model, shape, psf_shape=psf_shape, oversample=oversample, sampling=sampling,
+                        fixed=fixed_values)
+    if zeropoint is None:
+        renderer.model.require_zeropoint()
+        zeropoint = 0.0
 
     def render(params):
-        return _render_one(model, _complete(model, params, fixed_values), shape, psf_fft, psf_shape,
-                           int(oversample), zp, sampling)
+        return renderer(params, psf=psf, zeropoint=zeropoint)
 
     return render
 
@@ -96,19 +80,28 @@ def log_likelihood(model, data, sigma, *, mask=None, psf=None, zeropoint=None, o
         raise ShapeError(f"data must be (H, W) or (G, H, W), got shape {d.shape}")
     s = jnp.broadcast_to(jnp.asarray(sigma, d.dtype), d.shape)
     m = jnp.ones(d.shape, bool) if mask is None else jnp.broadcast_to(jnp.asarray(mask, bool), d.shape)
-    m = m & jnp.isfinite(d) & (s > 0)
-    d = jnp.where(m, d, 0.0)
-    inv = jnp.where(m, 1.0 / jnp.where(m, s, 1.0), 0.0)
-    render = forward_model(model, d.shape[-2:], psf=psf, zeropoint=zeropoint, oversample=oversample,
-                           sampling=sampling, fixed_values=fixed_values)
+    d, s, m, _, _ = usable_pixels(d, s, m)
+    inv = jnp.where(m, 1.0 / s, 0.0)
+    psf_shape = None if psf is None else jnp.shape(psf)
+    if psf is not None and len(psf_shape) != 2:
+        raise ShapeError("psf: log_likelihood takes one PSF image (H, W) for every galaxy")
+    renderer = Renderer(model, d.shape[-2:], psf_shape=psf_shape, oversample=oversample, sampling=sampling)
+    if zeropoint is None:
+        renderer.model.require_zeropoint()
+        zeropoint = 0.0
+    lay = renderer.model.layout
+    fixed = lay.fixed_vector({renderer.model.resolve(k, "fixed_values"): v for k, v in (fixed_values or {}).items()})
 
-    def one(params, dd, ii):
-        r = (dd - render(params)) * ii
+    def one(params, dd, ii, fx, zp):
+        r = (dd - renderer(params, psf=psf, zeropoint=zp, fixed=fx)) * ii
         return -0.5 * jnp.sum(r * r)
 
     if d.ndim == 2:
-        return lambda params: one(params, d, inv)
-    return lambda params: jax.vmap(one)(params, d, inv)
+        return lambda params: one(params, d, inv, fixed, zeropoint)
+    G = d.shape[0]
+    fixed = jnp.broadcast_to(fixed, (G, len(lay.fixed)))
+    zps = jnp.broadcast_to(jnp.asarray(zeropoint, d.dtype), (G,))
+    return lambda params: jax.vmap(one)(params, d, inv, fixed, zps)
 
 
 @dataclasses.dataclass
@@ -149,48 +142,37 @@ def sample_nuts(model, data, sigma, *, init, mask=None, psf=None, zeropoint=None
         raise ParameterError("init must be a FitResult or a dict of starting values")
     if not batched:
         start = {k: np.ravel(v)[0] for k, v in start.items()}
-    fixed_values = {n: start[n] for n, _ in model.fixed if n in start}
-    bounds = [model.bounds_of(n) if model.param(n).periodic is None else (-math.inf, math.inf) for n in free]
-    logl = log_likelihood(model, data, sigma, mask=mask, psf=psf, zeropoint=zeropoint, oversample=oversample,
-                          sampling=sampling, fixed_values=fixed_values)
+    lay = model.layout
     missing = [n for n in free if n not in start]
     if missing:
         raise ParameterError(f"init: no starting value for {', '.join(missing)}")
-
-    def phys(u):
-        return {n: to_physical(u[n], lo, hi) for n, (lo, hi) in zip(free, bounds)}
+    fixed_values = {n: start[n] for n in lay.fixed if n in start}
+    logl = log_likelihood(model, data, sigma, mask=mask, psf=psf, zeropoint=zeropoint, oversample=oversample,
+                          sampling=sampling, fixed_values=fixed_values)
 
     def potential(u):
-        logj = sum(jnp.sum(jnp.log(jnp.abs(jax.grad(lambda t, lo=lo, hi=hi: to_physical(t, lo, hi))(x))))
-                   if not batched else
-                   jnp.sum(jnp.log(jnp.abs(jax.vmap(jax.grad(lambda t, lo=lo, hi=hi: to_physical(t, lo, hi)))(x))))
-                   for (lo, hi), x in zip(bounds, (u[n] for n in free)))
-        return -(jnp.sum(logl(phys(u))) + logj)
+        x = lay.to_physical(u)
+        logj = jnp.sum(jnp.log(jnp.abs(lay.physical_derivative(u))))   # flat priors in x
+        return -(jnp.sum(logl({n: x[..., i] for i, n in enumerate(free)})) + logj)
 
-    u0 = {n: jnp.asarray(to_unconstrained(clip_inside(jnp.asarray(start[n], float), lo, hi), lo, hi))
-          for n, (lo, hi) in zip(free, bounds)}
+    x0 = jnp.asarray(lay.free_vector(start), dtype=jnp.result_type(float))
     kernel = NUTS(potential_fn=potential, dense_mass=dense_mass, target_accept_prob=target_accept)
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, progress_bar=progress_bar)
-    mcmc.run(jax.random.PRNGKey(seed), init_params=u0, extra_fields=("diverging",))
-    us = mcmc.get_samples()
-    draws = {n: np.asarray(v) for n, v in jax.vmap(phys)(us).items()}
+    mcmc.run(jax.random.PRNGKey(seed), init_params=lay.to_unconstrained(x0), extra_fields=("diverging",))
+    xs = lay.to_physical(mcmc.get_samples())                                    # (N, [G,] P)
     ndiv = int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))
     # fold like a fit result (q <= 1), pa unwrapped around the start
-    N = num_samples
-    G = 1 if not batched else np.shape(data)[0]
-    flat = {n: np.reshape(np.broadcast_to(np.asarray(start[n], float), (N, G) if batched else (N,)), -1)
-            for n in model.param_names if n in start}
-    flat.update({n: np.reshape(draws[n], -1) for n in free})
-    for a, b in model.tied:
-        flat[a] = flat[b]
-    folded, _ = fold_axis_ratio(model, free, flat, np.zeros((flat[free[0]].shape[0], len(free), len(free))))
+    P = len(free)
+    fixed = jnp.broadcast_to(lay.fixed_vector(fixed_values), xs.shape[:-1] + (len(lay.fixed),))
+    fold = jax.vmap(lambda x, f: fold_axis_ratio(model, free, lay.expand(x, f), jnp.zeros((P, P)))[0])
+    folded = fold(xs.reshape(-1, P), fixed.reshape(-1, len(lay.fixed)))
     out = {}
     for n in free:
-        v = folded[n].reshape(draws[n].shape)
+        v = np.asarray(folded[n]).reshape(xs.shape[:-1])
         per = model.param(n).periodic
         if per is not None:
             ref = np.asarray(start[n], float)
-            v = ref + _wrap((v - ref) * (180.0 / per)) * (per / 180.0)
+            v = ref + np.asarray(wrap_angle((v - ref) * (180.0 / per))) * (per / 180.0)
         out[n] = v
     return PosteriorSamples(samples=out, num_divergent=ndiv,
                             mean={n: v.mean(axis=0) for n, v in out.items()},

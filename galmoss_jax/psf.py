@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -50,6 +51,28 @@ def check_psf(psf, *, name: str = "psf", oversample: int = 1) -> np.ndarray:
                       stacklevel=3)
         a = a / s
     return a
+
+
+def as_psf(psf, *, name: str = "psf", oversample: int = 1):
+    """A PSF ready for the renderer, concrete or traced.
+
+    A concrete PSF (NumPy, or a JAX array outside a trace) is checked by :func:`check_psf`
+    (odd sides, finite, positive sum; normalised with a warning).  A traced PSF (a PSF that is
+    itself computed in a jitted or differentiated function, e.g. a Moffat of a free width) can
+    only have its *shape* checked; it is normalised to sum 1 in the trace (differentiably), and
+    a non-finite or non-positive PSF gives a non-finite model (a NONFINITE status in a fit), not
+    an error.
+    """
+    if not isinstance(psf, jax.core.Tracer):
+        return jnp.asarray(check_psf(psf, name=name, oversample=oversample), dtype=jnp.result_type(float))
+    check_oversample(oversample)
+    if psf.ndim not in (2, 3):
+        raise PSFError(f"{name} must be a 2-D image or a (G, h, w) cube, got shape {psf.shape}")
+    h, w = psf.shape[-2:]
+    if h % 2 == 0 or w % 2 == 0:
+        raise PSFError(f"{name} must have odd sides so that its centre is a pixel, got {h}x{w}")
+    psf = psf.astype(jnp.result_type(psf.dtype, float))
+    return psf / jnp.sum(psf, axis=(-2, -1), keepdims=True)
 
 
 def psf_padding(psf_shape, oversample: int = 1) -> tuple[int, int]:

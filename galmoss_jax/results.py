@@ -7,6 +7,7 @@ import equinox as eqx
 import numpy as np
 
 from ._errors import OutputFileError
+from ._status import status_message
 
 _FORMATS = {".fits": "fits", ".fit": "fits", ".fts": "fits", ".ecsv": "ascii.ecsv", ".csv": "ascii.csv",
             ".parquet": "parquet"}
@@ -24,11 +25,14 @@ class FitResult(eqx.Module):
         chi2_nu: ``chi2 / dof``.
         dof: used pixels minus free parameters.
         n_iter: solver iterations.
-        status: 0 = success; see ``status_messages``.
+        status: :class:`galmoss_jax.Status` code per galaxy (0 = success); ``status_msg``
+            gives the messages.
         samples: bootstrap refits ``{"comp.param": (G, N)}`` of the free parameters (and
             ``"status"``), when ``fit(..., errors="bootstrap", keep_samples=True)``; else None.
         hessian_covariance: with bootstrap errors, the Gauss-Newton covariance of the same
             fits (``covariance`` then holds the bootstrap one); else None.
+        mask: (G, H, W) the pixels each fit used (True = used): the given mask less the pixels
+            the fit dropped (non-finite data, sigma <= 0, neighbours); None when unknown.
     """
 
     values: dict
@@ -42,9 +46,9 @@ class FitResult(eqx.Module):
     free_names: tuple = eqx.field(static=True)
     stat: str = eqx.field(static=True)
     batched: bool = eqx.field(static=True)
-    status_messages: dict = eqx.field(static=True)
     samples: dict | None = None
     hessian_covariance: np.ndarray | None = None
+    mask: np.ndarray | None = None
 
     @property
     def errors(self) -> dict:
@@ -61,7 +65,7 @@ class FitResult(eqx.Module):
 
     @property
     def status_msg(self) -> list[str]:
-        return [self.status_messages.get(int(s), f"status {int(s)}") for s in self.status]
+        return [status_message(s) for s in self.status]
 
     def __getitem__(self, name: str) -> np.ndarray:
         """Best-fit value(s) of a parameter, by full, bare (one component) or column name."""
@@ -140,42 +144,3 @@ def write_table(table, path, *, overwrite: bool = False, name: str = "output"):
             raise OutputFileError(f"{name} {path!r}: writing {ext} needs an optional package ({e})") from None
 
     write_atomic([(path, write)], overwrite=overwrite, name=name)
-
-
-def fold_axis_ratio(model, free, values, cov):
-    """Report ``q > 1`` fits as ``1/q`` with ``pa + 90`` and radii times ``q``; wrap ``pa`` to
-    (-90, 90].  The covariance is carried through the Jacobian of this map."""
-    values = {k: np.array(v, dtype=float) for k, v in values.items()}
-    cov = np.array(cov, dtype=float)
-    G = next(iter(values.values())).shape[0]
-    idx = {n: i for i, n in enumerate(free)}
-    P = len(free)
-    J = np.broadcast_to(np.eye(P), (G, P, P)).copy()
-    for c, spec in model.components:
-        names = spec.param_names
-        if "q" not in names or "pa" not in names:
-            if "pa" in names:
-                values[f"{c}.pa"] = _wrap(values[f"{c}.pa"])
-            continue
-        q = values[f"{c}.q"].copy()
-        flip = q > 1
-        radii = [f"{c}.{p.name}" for p in spec.params if p.unit == "pixel" and p.name not in ("x0", "y0")]
-        for r in radii:
-            if r in idx and f"{c}.q" in idx:
-                J[flip, idx[r], idx[f"{c}.q"]] = values[r][flip]
-            if r in idx:
-                J[flip, idx[r], idx[r]] = q[flip]
-            values[r] = np.where(flip, values[r] * q, values[r])
-        if f"{c}.q" in idx:
-            J[flip, idx[f"{c}.q"], idx[f"{c}.q"]] = -1.0 / q[flip] ** 2
-        values[f"{c}.q"] = np.where(flip, 1.0 / q, q)
-        values[f"{c}.pa"] = _wrap(np.where(flip, values[f"{c}.pa"] + 90.0, values[f"{c}.pa"]))
-    if P:
-        cov = np.einsum("gij,gjk,glk->gil", J, cov, J)
-    return values, cov
-
-
-def _wrap(pa):
-    """Wrap angles (deg) to (-90, 90]."""
-    w = np.mod(pa + 90.0, 180.0) - 90.0
-    return np.where(w == -90.0, 90.0, w)

@@ -4,7 +4,7 @@ A survey is a list of galaxies, each read from disk only when its batch is due: 
 FITS cubes (``image``, ``sigma``, ``mask``, ``psf``; memory-mapped) or the rows of a catalogue
 table that names each galaxy's cutout files (:func:`catalog_galaxies`).  Galaxies are grouped
 into batches of a fixed size ``batch_size`` and a fixed padded shape, so that every batch goes
-through the same compiled :func:`galmoss_jax.fit.fit` core:
+through the same compiled :func:`galmoss_jax.fit` core:
 
 * stamps are padded on the right and at the top (row and column indices kept, so ``x0, y0``
   stay in the cutout's own pixel frame) up to the next multiple of ``bucket`` pixels, the
@@ -32,8 +32,11 @@ count.  Machines: with a ``dask.distributed`` client (or a scheduler address) co
 batches form chunks that run as Dask tasks on the workers (each on its own devices, with
 ``retries``); the chunks write the same part files, so a crashed client can resume too.
 
-Per-galaxy input problems never stop a run: they become the galaxy's status (see
-:data:`STATUS_MESSAGES`): ``10`` = an input file is missing, ``11`` = an input is unusable
+Options: a survey takes exactly :func:`galmoss_jax.fit`'s options (:class:`FitOptions`: starts,
+errors and bootstrap, neighbour masks, solver, ...), and each batch goes through ``fit``.
+
+Per-galaxy input problems never stop a run: they become the galaxy's status
+(:class:`galmoss_jax.Status`): ``10`` = an input file is missing, ``11`` = an input is unusable
 (unreadable FITS, wrong dimensions, sigma and mask shapes that differ from the image, an
 invalid PSF, no sigma map and no gain).
 """
@@ -59,15 +62,11 @@ import warnings
 import numpy as np
 
 from ._errors import GalmossError, InputFileError, ParameterError
-from .fit import STATUS_MESSAGES as _FIT_STATUS_MESSAGES
+from ._fit import FitOptions
+from ._status import STATUS_MESSAGES, Status
 
-INPUT_MISSING = 10
-INPUT_INVALID = 11
-STATUS_MESSAGES = {
-    **_FIT_STATUS_MESSAGES,
-    INPUT_MISSING: "input file missing",
-    INPUT_INVALID: "input unusable (unreadable, wrong shape, invalid PSF or no noise model)",
-}
+INPUT_MISSING = int(Status.INPUT_MISSING)
+INPUT_INVALID = int(Status.INPUT_INVALID)
 
 _RESULT_COLUMNS = ("id", "chi2", "chi2_nu", "dof", "n_iter", "status", "status_msg")
 _CATALOG_RESERVED = ("id", "image", "sigma", "mask", "psf", "zeropoint", "gain", "read_noise", "sky")
@@ -389,29 +388,14 @@ def plan_digest(batches, failed) -> str:
 
 # ----------------------------------------------------------------------------- options
 
-@dataclasses.dataclass(frozen=True)
-class FitOptions:
-    """The :func:`galmoss_jax.fit.fit` options of a survey (same meanings)."""
+def describe_run(model, options: FitOptions) -> dict:
+    """JSON-able summary of the model and options (recorded in the manifest; a resume must
+    match it)."""
+    from .model import as_model
 
-    model: object
-    stat: str = "chi2"
-    solver: str = "lm"
-    max_iter: int | None = None
-    oversample: int = 1
-    sampling: object = None
-    errors: object = "gn"
-    scale_errors: bool = False
-
-    def describe(self) -> dict:
-        """JSON-able summary (recorded in the manifest; a resume must match it)."""
-        from .model import as_model
-
-        m = as_model(self.model)
-        return {"model": m.spec_string, "fixed": repr(m.fixed), "tied": repr(m.tied),
-                "free": repr(m.free_names), "bounds": repr([m.bounds_of(n) for n in m.free_names]),
-                "stat": self.stat, "solver": self.solver if isinstance(self.solver, str) else repr(self.solver),
-                "max_iter": self.max_iter, "oversample": self.oversample, "sampling": repr(self.sampling),
-                "errors": repr(self.errors), "scale_errors": self.scale_errors}
+    m = as_model(model)
+    return {"model": m.spec_string, "fixed": repr(m.fixed), "tied": repr(m.tied), "free": repr(m.free_names),
+            "bounds": repr(m.layout.bounds), **options.describe()}
 
 
 # ----------------------------------------------------------------------------- reading a batch
@@ -457,42 +441,30 @@ def _pad_psf(psf, shape):
     return out
 
 
-def _load_one(g: Galaxy, batch: Batch, model, reader, need):
-    """Inputs of one galaxy, padded to the batch shapes, with complete initial values."""
-    from .init import guess_initial
+def _load_one(g: Galaxy, batch: Batch, model, reader):
+    """Inputs of one galaxy, padded to the batch shapes: data, sigma, mask (the pixels
+    :func:`galmoss_jax.usable_pixels` keeps), PSF, initial values (NaN where the fit
+    chooses) and the number of pixels dropped for bad data or sigma."""
+    from ._noise import mask_from_bad_pixels, sigma_from_data, usable_pixels
 
     H, W = batch.shape
     d = reader.plane(g.image, g.image_plane)
     if d.shape != g.shape:
         raise InputFileError(f"image {g.image!r} changed shape to {d.shape}")
     h, w = d.shape
-    m = (np.ones((h, w), bool) if g.mask is None
-         else np.asarray(reader.plane(g.mask, g.mask_plane) == 0))
-    finite = np.isfinite(d)
-    d = np.where(finite, d, 0.0)
-    if g.sigma is not None:
-        s = reader.plane(g.sigma, g.sigma_plane)
-    else:
-        with np.errstate(invalid="ignore"):
-            s = np.sqrt(np.maximum((d + g.sky) / g.gain + (g.read_noise / g.gain) ** 2, 0.0))
-    good_s = np.isfinite(s) & (s > 0)
-    n_bad = int((m & ~(finite & good_s)).sum())
-    m = m & finite & good_s
-    s = np.where(good_s, s, 1.0)
+    m = np.ones((h, w), bool) if g.mask is None else mask_from_bad_pixels(reader.plane(g.mask, g.mask_plane))
+    s = reader.plane(g.sigma, g.sigma_plane) if g.sigma is not None else sigma_from_data(d, g.gain, g.read_noise, g.sky)
+    d, s, used, bad_data, bad_sigma = usable_pixels(d, s, m)
     psf = None
     if g.psf is not None and not batch.shared_psf:
         psf = _checked_psf(reader.plane(g.psf, g.psf_plane), g.psf)
         psf = _pad_psf(psf, batch.psf_shape)
     init = {model.resolve(k, "init"): v for k, v in g.init}
-    missing = [n for n in need if n not in init]
-    if missing:
-        gs = guess_initial(model, d, m, g.zeropoint)
-        init.update({n: gs[n] for n in missing})
     dp = np.zeros((H, W))
     sp = np.ones((H, W))
     mp = np.zeros((H, W), bool)
-    dp[:h, :w], sp[:h, :w], mp[:h, :w] = d, s, m
-    return dp, sp, mp, psf, init, n_bad
+    dp[:h, :w], sp[:h, :w], mp[:h, :w] = d, s, used
+    return dp, sp, mp, psf, init, int(bad_data.sum() + bad_sigma.sum())
 
 
 def _checked_psf(psf, path):
@@ -510,13 +482,6 @@ def _needs_zp(model):
     return any(p.name == "mag" or p.name.startswith("mu_") for _, s in model.components for p in s.params)
 
 
-def _need_init(model):
-    """The free parameters, whose initial values each galaxy must have.  Parameters fixed at
-    their default value (``c0`` of a Sérsic ...) are left to ``fit``: guessing them here would
-    measure every stamp for nothing."""
-    return list(model.free_names)
-
-
 @dataclasses.dataclass
 class _BatchData:
     batch: Batch
@@ -527,20 +492,20 @@ class _BatchData:
 
 def load_batch(batch: Batch, model, reader=None) -> _BatchData:
     """Read and prepare one batch (host side): (B, H, W) data, sigma, mask, PSFs, per-galaxy
-    zero points, gains, read noise, sky and complete initial values.  A galaxy whose inputs
-    fail here is replaced by an empty slot (all pixels masked) and recorded in ``failed``."""
+    zero points, gains, read noise, sky and the given initial values (NaN where ``fit``
+    chooses them).  A galaxy whose inputs fail here is replaced by an empty slot (all pixels
+    masked) and recorded in ``failed``."""
     from .model import as_model
 
     model = as_model(model)
     own = reader is None
     reader = reader or _Reader()
     B = batch.size
-    need = _need_init(model)
     slots, failed, n_bad = [], {}, 0
     try:
         for k, g in enumerate(batch.galaxies):
             try:
-                one = _load_one(g, batch, model, reader, need)
+                one = _load_one(g, batch, model, reader)
                 n_bad += one[5]
             except FileNotFoundError as e:
                 failed[k] = (INPUT_MISSING, str(e))
@@ -566,16 +531,12 @@ def load_batch(batch: Batch, model, reader=None) -> _BatchData:
     H, W = batch.shape
     template = next((s for s in slots if s is not None), None)
     if template is None:  # every galaxy of the batch failed: fit empty stamps
-        from .init import guess_initial
-
-        defaults = guess_initial(model, np.zeros((H, W)), np.zeros((H, W), bool), batch.galaxies[0].zeropoint)
         psf0 = None
         if batch.psf_shape is not None and not batch.shared_psf:
             psf0 = np.zeros(batch.psf_shape)
             psf0[batch.psf_shape[0] // 2, batch.psf_shape[1] // 2] = 1.0
-        template = (np.zeros((H, W)), np.ones((H, W)), np.zeros((H, W), bool), psf0,
-                    {n: defaults[n] for n in need}, 0)
-    empty = (np.zeros((H, W)), np.ones((H, W)), np.zeros((H, W), bool)) + template[3:]
+        template = (np.zeros((H, W)), np.ones((H, W)), np.zeros((H, W), bool), psf0, {}, 0)
+    empty = (np.zeros((H, W)), np.ones((H, W)), np.zeros((H, W), bool), template[3], {}, 0)
     filled = [s if s is not None else empty for s in slots]
     filled += [filled[0]] * (B - len(filled))  # padding slots: copies of the first galaxy
     gals = list(batch.galaxies) + [batch.galaxies[0]] * (B - len(batch.galaxies))
@@ -585,7 +546,9 @@ def load_batch(batch: Batch, model, reader=None) -> _BatchData:
         mask=np.stack([s[2] for s in filled]),
         psf=(shared if batch.shared_psf else
              (np.stack([s[3] for s in filled]) if batch.psf_shape is not None else None)),
-        init={n: np.array([s[4][n] for s in filled], float) for n in need},
+        # initial values where given, NaN where fit chooses them (with the PSF, as in memory)
+        init={n: np.array([s[4].get(n, np.nan) for s in filled], float)
+              for n in sorted({k for s in filled for k in s[4]})},
         zeropoint=np.array([0.0 if g.zeropoint is None else g.zeropoint for g in gals]),
         gain=np.array([1.0 if g.gain is None else g.gain for g in gals]),
         read_noise=np.array([g.read_noise for g in gals]),
@@ -623,8 +586,7 @@ def _failed_table(model, galaxies, codes_msgs):
                     values={n: np.full(G, np.nan) for n in model.param_names},
                     covariance=np.full((G, P, P), np.nan), chi2=np.full(G, np.nan),
                     chi2_nu=np.full(G, np.nan), dof=np.zeros(G, np.int64), n_iter=np.zeros(G, np.int32),
-                    status=np.array([c for c, _ in codes_msgs], np.int32), stat="", batched=True,
-                    status_messages=STATUS_MESSAGES)
+                    status=np.array([c for c, _ in codes_msgs], np.int32), stat="", batched=True)
     t = res.to_table(ids=_ids(galaxies))
     t["status_msg"] = [f"{STATUS_MESSAGES[c]}: {m}" for c, m in codes_msgs]
     t["row"] = np.array([g.row for g in galaxies], np.int64)
@@ -638,20 +600,18 @@ def _ids(galaxies):
     return np.array([str(i) for i in ids])
 
 
-def fit_batch(bd: _BatchData, options: FitOptions, sharding=None):
-    """Fit one prepared batch with :func:`galmoss_jax.fit.fit`; the table of its real galaxies
+def fit_batch(bd: _BatchData, model, options: FitOptions, sharding=None):
+    """Fit one prepared batch with :func:`galmoss_jax.fit`; the table of its real galaxies
     (with a ``row`` column, the catalogue index)."""
     from astropy.table import vstack
 
-    from .fit import fit
+    from ._fit import fit
 
     a = bd.arrays
     b = bd.batch
-    res = fit(options.model, a["data"], sigma=a["sigma"], mask=a["mask"], psf=a["psf"], init=a["init"],
+    res = fit(model, a["data"], sigma=a["sigma"], mask=a["mask"], psf=a["psf"], init=a["init"],
               zeropoint=a["zeropoint"] if a["any_zp"] else None, gain=a["gain"] if a["any_gain"] else None,
-              read_noise=a["read_noise"], sky=a["sky"], stat=options.stat, solver=options.solver,
-              max_iter=options.max_iter, oversample=options.oversample, sampling=options.sampling,
-              errors=options.errors, scale_errors=options.scale_errors, sharding=sharding)
+              read_noise=a["read_noise"], sky=a["sky"], options=options, sharding=sharding)
     n = len(b.galaxies)
     t = res.to_table(ids=np.concatenate([_ids(b.galaxies), _ids(b.galaxies[:1]).repeat(b.size - n)]))[:n]
     t["status_msg"] = list(t["status_msg"])  # a variable-width copy (failure messages are longer)
@@ -659,7 +619,7 @@ def fit_batch(bd: _BatchData, options: FitOptions, sharding=None):
     if bd.failed:
         keep = [k for k in range(n) if k not in bd.failed]
         bad = sorted(bd.failed)
-        ft = _failed_table(options.model, [b.galaxies[k] for k in bad], [bd.failed[k] for k in bad])
+        ft = _failed_table(model, [b.galaxies[k] for k in bad], [bd.failed[k] for k in bad])
         t = vstack([t[keep], ft], metadata_conflicts="silent")
         t.sort("row")
     return t
@@ -761,7 +721,7 @@ def _progress(total, initial, quiet):
                 smoothing=0.1, dynamic_ncols=True)
 
 
-def _stream(batches, options, parts_dir, *, sharding=None, prefetch=2, on_batch=None):
+def _stream(batches, model, options, parts_dir, *, sharding=None, prefetch=2, on_batch=None):
     """Fit ``batches`` in order, reading ahead in a thread; write each part when done.
 
     Batches whose part exists are skipped.  ``on_batch(batch, table)`` after each one.
@@ -780,7 +740,7 @@ def _stream(batches, options, parts_dir, *, sharding=None, prefetch=2, on_batch=
                 if stop.is_set():
                     return
                 try:
-                    item = load_batch(b, options.model, reader)
+                    item = load_batch(b, model, reader)
                 except BaseException as e:  # handed to the main thread, raised there
                     item = e
                 while not stop.is_set():
@@ -802,7 +762,7 @@ def _stream(batches, options, parts_dir, *, sharding=None, prefetch=2, on_batch=
             item = q.get()
             if isinstance(item, BaseException):
                 raise item
-            table = fit_batch(item, options, sharding)
+            table = fit_batch(item, model, options, sharding)
             if parts_dir is not None:
                 write_part(table, parts_dir, item.batch.index)
             fitted += len(item.batch.galaxies)
@@ -831,7 +791,7 @@ def _merge(out, parts_dir, batches, failed, model, options, *, overwrite, tables
     m = as_model(model)
     t.meta.clear()
     t.meta["model"] = m.spec_string
-    t.meta["stat"] = options.stat
+    t.meta["stat"] = str(options.stat)
     t.meta["free"] = ",".join(column_name(n) for n in m.free_names)
     if out is not None:
         write_table(t, out, overwrite=True)
@@ -845,17 +805,17 @@ def _counts(table):
     return {int(c): int(k) for c, k in zip(codes, n)}
 
 
-def fit_survey(galaxies, options, *, out=None, batch_size: int = 64, bucket: int = 16,
-               resume: bool = False, overwrite: bool = False, devices=None, client=None,
+def fit_survey(galaxies, model, *, options: FitOptions | None = None, out=None, batch_size: int = 64,
+               bucket: int = 16, resume: bool = False, overwrite: bool = False, devices=None, client=None,
                chunk_batches: int = 4, retries: int = 2, prefetch: int = 2, quiet: bool = False,
-               **fit_kwargs):
+               **option_values):
     """Fit a survey in fixed-shape batches, streaming from disk; returns ``(table, summary)``.
 
     Args:
         galaxies: from :func:`catalog_galaxies` or :func:`cube_galaxies`.
-        options: the fit options (:class:`FitOptions`), or a model (profile name, spec string
-            or :class:`~galmoss_jax.Model`) with the options as ``fit_kwargs`` (``max_iter=``,
-            ``stat=``, ...).
+        model: a :class:`~galmoss_jax.Model`, profile name or spec string.
+        options: the options of :func:`galmoss_jax.fit` (:class:`FitOptions`); or give them as
+            keywords (``max_iter=``, ``starts=``, ``errors=``, ``mask_neighbours=``, ...).
         out: output table (.fits, .ecsv, .csv, .parquet).  Finished batches go to
             ``<out>.parts/`` as they complete; the table is written at the end.  None: keep
             everything in memory (no parts, no resume).
@@ -874,11 +834,14 @@ def fit_survey(galaxies, options, *, out=None, batch_size: int = 64, bucket: int
     import jax
 
     t0 = time.perf_counter()
-    if not isinstance(options, FitOptions):
-        options = FitOptions(model=options, **fit_kwargs)
-    elif fit_kwargs:
+    from .model import as_model
+
+    model = as_model(model)
+    if options is None:
+        options = FitOptions(**option_values)
+    elif option_values:
         raise ParameterError(f"give the fit options either in FitOptions or as keywords, not both "
-                             f"({', '.join(fit_kwargs)})")
+                             f"({', '.join(option_values)})")
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
     devs = list(jax.local_devices()) if devices is None else list(devices)
@@ -906,7 +869,7 @@ def fit_survey(galaxies, options, *, out=None, batch_size: int = 64, bucket: int
             t = read_table(out, name="--out")
             return t, SurveySummary(len(t), _counts(t), 0, 0.0, batch_size, len(batches), len(devs), out)
         manifest = {"format": "galmoss_jax survey parts 1", "plan": plan_digest(batches, failed),
-                    "options": json.loads(json.dumps(options.describe(), default=str)),
+                    "options": json.loads(json.dumps(describe_run(model, options), default=str)),
                     "n_galaxies": len(galaxies), "batch_size": batch_size, "bucket": bucket,
                     "n_batches": len(batches), "started": datetime.datetime.now(datetime.timezone.utc).isoformat()}
         _prepare_parts(out, parts_dir, manifest, resume=resume, overwrite=overwrite)
@@ -918,7 +881,7 @@ def fit_survey(galaxies, options, *, out=None, batch_size: int = 64, bucket: int
     tables = None if parts_dir is not None else {}
     try:
         if client is not None:
-            fitted, tables = _run_dask(client, batches, options, parts_dir, chunk_batches, retries, bar)
+            fitted, tables = _run_dask(client, batches, model, options, parts_dir, chunk_batches, retries, bar)
             n_dev = None
             bad = 0
         else:
@@ -930,7 +893,7 @@ def fit_survey(galaxies, options, *, out=None, batch_size: int = 64, bucket: int
                     tables[b.index] = t
                 bar.update(len(b.galaxies))
 
-            fitted, bad = _stream(batches, options, parts_dir, sharding=sharding, prefetch=prefetch,
+            fitted, bad = _stream(batches, model, options, parts_dir, sharding=sharding, prefetch=prefetch,
                                   on_batch=on_batch)
     finally:
         bar.close()
@@ -938,7 +901,7 @@ def fit_survey(galaxies, options, *, out=None, batch_size: int = 64, bucket: int
         warnings.warn(f"{bad} pixels with non-finite data or sigma <= 0 were masked", stacklevel=2)
     if not batches and not failed:
         raise InputFileError("the survey has no galaxies")
-    table = _merge(out, parts_dir, batches, failed, options.model, options, overwrite=overwrite, tables=tables)
+    table = _merge(out, parts_dir, batches, failed, model, options, overwrite=overwrite, tables=tables)
     summary = SurveySummary(len(table), _counts(table), fitted, time.perf_counter() - t0, batch_size,
                             len(batches), n_dev, out)
     return table, summary
@@ -946,7 +909,7 @@ def fit_survey(galaxies, options, *, out=None, batch_size: int = 64, bucket: int
 
 # ----------------------------------------------------------------------------- Dask
 
-def fit_chunk(batches, options: FitOptions, parts_dir=None, x64: bool | None = None):
+def fit_chunk(batches, model, options: FitOptions, parts_dir=None, x64: bool | None = None):
     """A Dask task: fit a list of batches on this worker's devices; their tables by index.
 
     Parts that already exist are read instead of refitted (a rerun task, or a resumed run);
@@ -970,12 +933,12 @@ def fit_chunk(batches, options: FitOptions, parts_dir=None, x64: bool | None = N
     todo = [b for b in batches if b.index not in out]
     for size in sorted({b.size for b in todo}):
         sharding_cache[size] = galaxy_sharding(size)
-        _stream([b for b in todo if b.size == size], options, parts_dir, sharding=sharding_cache[size],
+        _stream([b for b in todo if b.size == size], model, options, parts_dir, sharding=sharding_cache[size],
                 on_batch=on_batch)
     return out
 
 
-def _run_dask(client, batches, options, parts_dir, chunk_batches, retries, bar):
+def _run_dask(client, batches, model, options, parts_dir, chunk_batches, retries, bar):
     import jax
 
     try:
@@ -1004,7 +967,7 @@ def _run_dask(client, batches, options, parts_dir, chunk_batches, retries, bar):
     x64 = bool(jax.config.jax_enable_x64)
     fitted = 0
     try:
-        futures = [client.submit(fit_chunk, ch, options, parts_dir, x64, retries=retries, pure=False,
+        futures = [client.submit(fit_chunk, ch, model, options, parts_dir, x64, retries=retries, pure=False,
                                  key=f"galmoss-chunk-{tag}-{ch[0].index:06d}") for ch in chunks]
         n_of = {f.key: sum(len(b.galaxies) for b in ch) for f, ch in zip(futures, chunks)}
         for fut in as_completed(futures):
@@ -1043,15 +1006,17 @@ def wants_survey(args) -> bool:
     return bool(args.catalog or args.batch_size or args.resume or args.scheduler)
 
 
-def cmd_fit_survey(args, build_model, table_params):
-    """``galmoss-jax fit`` in streaming mode (called by :func:`galmoss_jax.cli.cmd_fit`)."""
+def cmd_fit_survey(args, model, init, options: FitOptions, table_params):
+    """``galmoss-jax fit`` in streaming mode (called by :func:`galmoss_jax.cli.cmd_fit` with the
+    model, the ``--free NAME=VALUE`` starts and the same :class:`FitOptions` as an in-memory
+    fit)."""
     from .io import read_table
 
     if args.imgblock:
-        raise ParameterError("--imgblock is not available in a streaming run (--catalog/--batch-size/--resume)")
+        raise ParameterError("--imgblock is not available in a streaming run (--catalog/--batch-size/--resume); "
+                             "write image blocks of chosen galaxies with an in-memory fit")
     if (args.catalog is None) == (args.image is None):
         raise ParameterError("give either an IMAGE cube or --catalog TABLE")
-    model, init = build_model(args)
     if args.catalog:
         if args.init:
             raise ParameterError("--init: with --catalog give initial values as catalogue columns (e.g. sersic_r_e)")
@@ -1068,11 +1033,10 @@ def cmd_fit_survey(args, build_model, table_params):
         init = {model.resolve(k, "--init"): v for k, v in init.items()}
         gals = cube_galaxies(args.image, sigma=args.sigma, mask=args.mask, psf=args.psf, init=init,
                              zeropoint=args.zeropoint, gain=args.gain, read_noise=args.read_noise, sky=args.sky)
-    opts = FitOptions(model=model, stat=args.stat, solver=args.solver, max_iter=args.max_iter,
-                      oversample=args.oversample, scale_errors=args.scale_errors)
-    table, summary = fit_survey(gals, opts, out=args.out, batch_size=args.batch_size or 64, bucket=args.bucket,
-                                resume=args.resume, overwrite=args.overwrite, client=args.scheduler,
-                                chunk_batches=args.chunk_batches, retries=args.retries, quiet=args.quiet)
+    table, summary = fit_survey(gals, model, options=options, out=args.out, batch_size=args.batch_size or 64,
+                                bucket=args.bucket, resume=args.resume, overwrite=args.overwrite,
+                                client=args.scheduler, chunk_batches=args.chunk_batches, retries=args.retries,
+                                quiet=args.quiet)
     print(summary)
     print(f"-> {args.out}")
     return table, summary

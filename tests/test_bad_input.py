@@ -18,7 +18,7 @@ import galmoss_jax as gj
 from galmoss_jax import (DataError, InputFileError, OutputFileError, ParameterError, ProfileError,
                          PSFError, ShapeError)
 from galmoss_jax.cli import main
-from galmoss_jax.fit import NO_DATA, fit
+from galmoss_jax import Status, fit
 from galmoss_jax.io import read_image, read_mask, read_table
 
 import _no_solver
@@ -231,7 +231,8 @@ def test_cli_nan_pixels_and_bad_sigma_are_masked(files, monkeypatch, tmp_path):
     out = str(tmp_path / "r.ecsv")
     with pytest.warns(UserWarning) as rec:
         assert main(["fit", files["image_nan"], "--sigma", files["sigma_some_zero"], "--zeropoint", "25",
-                     "--psf", files["psf_unnormalised"], "--init", files["init_named"], "--starts", "1", "--out", out]) == 0
+                     "--psf", files["psf_unnormalised"], "--init", files["init_named"], "--starts", "1", "--out", out,
+                     "--imgblock", str(tmp_path / "blocks")]) == 0
     msgs = [str(w.message) for w in rec]
     assert "data: 16 non-finite pixels are masked" in msgs
     assert "sigma: 45 pixels with sigma <= 0 or non-finite are masked" in msgs  # 3 columns, less the diagonal
@@ -239,10 +240,14 @@ def test_cli_nan_pixels_and_bad_sigma_are_masked(files, monkeypatch, tmp_path):
     expect = ~np.eye(H, dtype=bool) & (np.arange(W) >= 3)[None, :]
     np.testing.assert_array_equal(seen["mask"][0], expect)
     assert np.all(np.isfinite(seen["data"])) and np.all(seen["sigma"] > 0)
+    # the image block records the mask that was fitted, and the residual only there
+    with fits.open(tmp_path / "blocks" / "imgblock_0.fits") as hd:
+        np.testing.assert_array_equal(hd["MASK"].data.astype(bool), expect)
+        assert np.all(hd["RESIDUAL"].data[~expect] == 0)
     np.testing.assert_allclose(seen["psf"].sum(), 1.0, rtol=1e-12)
     # the text column 'name' of the init table was ignored; its numbers were used
-    i = seen["prob"].free.index("sersic.r_e")
-    lo, hi = seen["prob"].free_bounds[i]
+    i = seen["prob"].layout.free.index("sersic.r_e")
+    lo, hi = seen["prob"].layout.bounds[i]
     assert np.isclose(lo + (hi - lo) / (1 + np.exp(-seen["u0"][0, i])), 2.5)
     assert Table.read(out)["status"][0] == 0
 
@@ -254,7 +259,7 @@ def test_fixed_value_wins_over_an_init_table(files, monkeypatch, tmp_path):
     Table({"sersic_n": [1.2], "sersic_q": [np.nan], "sersic_r_e": [2.5]}).write(tmp_path / "prev.ecsv")
     assert main(_fit_args(files, "--fix", "n=4", "--fix", "q=0.5", "--init", str(tmp_path / "prev.ecsv"),
                           out=str(tmp_path / "r.ecsv"))) == 0
-    fixed = seen["prob"].fixed
+    fixed = seen["prob"].layout.fixed
     assert seen["fvals"][0, fixed.index("sersic.n")] == 4.0 and seen["fvals"][0, fixed.index("sersic.q")] == 0.5
     t = Table.read(tmp_path / "r.ecsv")
     assert t["sersic_n"][0] == 4.0 and t["sersic_q"][0] == 0.5 and t["sersic_n_err"][0] == 0.0
@@ -265,7 +270,7 @@ def test_cli_all_masked_galaxy_is_a_status(files, monkeypatch, tmp_path):
     out = str(tmp_path / "r.ecsv")
     assert main(_fit_args(files, "--mask", files["mask_all"], out=out)) == 0
     t = Table.read(out)
-    assert t["status"][0] == NO_DATA and t["status_msg"][0] == "no usable pixels (all masked)"
+    assert t["status"][0] == Status.NO_DATA and t["status_msg"][0] == "no usable pixels (all masked)"
     assert t["dof"][0] == -7 and np.isnan(t["chi2_nu"][0])
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from galmoss_jax.fit import fit
+from galmoss_jax import fit
 
 import _sims as S
 

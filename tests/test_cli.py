@@ -8,7 +8,7 @@ from astropy.table import Table
 
 import galmoss_jax as gj
 from galmoss_jax.cli import main
-from galmoss_jax.fit import fit
+from galmoss_jax import fit
 
 IC = os.path.join(os.path.dirname(gj.__file__), "data", "ic3478")
 

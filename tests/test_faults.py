@@ -13,7 +13,7 @@ import pytest
 from astropy.io import fits
 
 import galmoss_jax as gj
-from galmoss_jax.fit import NO_DATA, STATUS_MESSAGES, fit
+from galmoss_jax import STATUS_MESSAGES, Status, fit
 from galmoss_jax.io import write_imgblocks
 from galmoss_jax.solvers import NONFINITE, levenberg_marquardt, optax_minimise
 
@@ -102,7 +102,7 @@ def test_bad_galaxies_do_not_touch_the_others(good_batch, tmp_path):
     assert any("non-finite pixels are masked" in m for m in msgs)
     assert any("outside its bounds" in m for m in msgs)
     st = list(bad["status"])
-    assert st[1] == NO_DATA and st[3] == NO_DATA          # nothing to fit: own status, no crash
+    assert st[1] == Status.NO_DATA and st[3] == Status.NO_DATA          # nothing to fit: own status, no crash
     assert st[5] == NONFINITE and bad["n_iter"][5] == 0    # overflow at the start: stopped at once
     assert bad["dof"][1] == bad["dof"][3] == -len(MODEL.free_names)
     # the absurd start was moved inside the bounds and the galaxy ran its own course

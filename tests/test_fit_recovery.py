@@ -42,7 +42,7 @@ import optax
 import pytest
 
 import galmoss_jax as gj
-from galmoss_jax.fit import fit
+from galmoss_jax import fit
 
 NX = NY = 48                  # stamp size (pixels)
 ZP = 25.0                     # zero point

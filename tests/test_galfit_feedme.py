@@ -2,7 +2,7 @@
 
 The checked-in feedme (tests/data/galfit/ic3478.feedme) fits one Sérsic with the Moffat PSF and
 the mask to the central 64 x 64 pixels (fit region H) of the bundled IC 3478 image; it must
-give what :func:`galmoss_jax.fit.fit` gives on the same crop with the same settings, write a
+give what :func:`galmoss_jax.fit` gives on the same crop with the same settings, write a
 4-extension image block with GALFIT's header keywords, and its restart file must fit again to
 the same answer.  Conversions (1-based, region offsets, EXPTIME in the magnitudes, GALFIT's
 sigma from GAIN/RDNOISE/NCOMBINE, mag/arcsec^2) are checked against hand-computed values.
@@ -16,7 +16,7 @@ from astropy.io import fits
 
 import galmoss_jax as gj
 from galmoss_jax.cli import main
-from galmoss_jax.fit import fit
+from galmoss_jax import fit
 from galmoss_jax.galfit import (feedme_model, format_feedme, galfit_sigma, load_feedme_data, read_constraints,
                                 read_feedme)
 

@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 
 import galmoss_jax as gj
-from galmoss_jax.fit import fit
+from galmoss_jax import fit
 
 HERE = os.path.join(os.path.dirname(gj.__file__), "data", "ic3478")
 GAIN, RN, SKY = 4.725, 4.3, 130.14

@@ -21,7 +21,7 @@ import pytest
 from scipy.special import gammaincinv
 
 import galmoss_jax as gj
-from galmoss_jax.fit import fit
+from galmoss_jax import fit
 from galmoss_jax.init import (guess_initial, image_moments, neighbour_mask, sersic_concentration,
                               sersic_n_from_concentration)
 from galmoss_jax.multistart import candidate_starts, parse_starts
@@ -226,9 +226,8 @@ def test_neighbour_mask_with_sep():
 def test_candidates_and_starts_option():
     m = gj.Model("sersic")
     free = m.free_names
-    bounds = [m.bounds_of(n) for n in free]
     base = np.array([[15.0, 15.0, 16.0, 3.0, 2.0, 0.6, 10.0]])
-    c = candidate_starts(m, free, bounds, base, base)
+    c = candidate_starts(m, base, base)
     assert c.shape == (1, 27, 7)
     i_n, i_r = free.index("sersic.n"), free.index("sersic.r_e")
     assert set(np.round(c[0, 2:, i_n], 3)) == {0.6, 1.0, 1.8, 3.2, 5.5}

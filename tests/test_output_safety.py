@@ -14,7 +14,7 @@ from astropy.table import Table
 
 from galmoss_jax import OutputFileError
 from galmoss_jax.cli import main
-from galmoss_jax.fit import fit
+from galmoss_jax import fit
 from galmoss_jax.io import write_image, write_imgblocks
 from galmoss_jax.results import write_table
 

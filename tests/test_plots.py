@@ -10,7 +10,6 @@ from astropy.table import Table
 from galmoss_jax import Model
 from galmoss_jax._errors import GalmossError
 from galmoss_jax.cli import main
-from galmoss_jax.fit import STATUS_MESSAGES
 from galmoss_jax.io import write_imgblocks
 from galmoss_jax.plot import (ImgBlock, elliptical_profile, plot_compare, plot_panels, plot_profile,
                               read_imgblock, robust_offset)
@@ -255,8 +254,7 @@ def fitted(tmp_path_factory):
     res = FitResult(values={k: np.array([v]) for k, v in vals.items()},
                     covariance=np.eye(len(free))[None] * 1e-4, chi2=np.array([900.0]),
                     chi2_nu=np.array([0.95]), dof=np.array([1014]), n_iter=np.array([9]),
-                    status=np.array([0]), model=model, free_names=free, stat="chi2", batched=False,
-                    status_messages=STATUS_MESSAGES)
+                    status=np.array([0]), model=model, free_names=free, stat="chi2", batched=False)
     from galmoss_jax import render
     truth = np.asarray(render(model, vals, (32, 32), zeropoint=25.0))
     rng = np.random.default_rng(11)

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from galmoss_jax.fit import fit
+from galmoss_jax import fit
 from galmoss_jax.posterior import log_likelihood, sample_nuts
 
 import _sims as S

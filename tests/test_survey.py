@@ -3,7 +3,7 @@
 Every run fits the same small catalogue (14 single-Sérsic cutouts of 13x13 and 16x16 pixels,
 rendered by galmoss_jax with Gaussian noise; two rows with a missing file) in batches of 4
 padded to 16x16, so that the one compiled fit function serves every run in a process.
-References: the injected truth, :func:`galmoss_jax.fit.fit` on the same stamps, and an
+References: the injected truth, :func:`galmoss_jax.fit` on the same stamps, and an
 uninterrupted run (which a killed and resumed run, a sharded run and a Dask run must equal).
 """
 import dataclasses
@@ -22,7 +22,7 @@ from astropy.table import Table
 import galmoss_jax as gj
 from galmoss_jax import survey
 from galmoss_jax.cli import main
-from galmoss_jax.fit import fit
+from galmoss_jax import fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZP = 25.0
@@ -31,7 +31,8 @@ MISSING_IMAGE, MISSING_SIGMA = 5, 10       # rows whose image / sigma file does 
 SMALL, BIG = 13, 16                        # stamp sides (every third row is small)
 N_OK = N - 2                               # 12 galaxies fitted: 3 batches of 4
 FIT_ARGS = ["--batch-size", "4", "--bucket", "8", "--max-iter", "10", "--quiet"]
-OPTIONS = survey.FitOptions(model=gj.Model("sersic"), max_iter=10)
+MODEL = gj.Model("sersic")
+OPTIONS = gj.FitOptions(max_iter=10)
 
 
 def _env(**extra):
@@ -135,6 +136,38 @@ def test_cube_stream_equals_in_memory_fit(catalog, reference, tmp_path):
     assert np.all(diff < 0.1 * np.asarray(got["sersic_r_e_err"])), diff / np.asarray(got["sersic_r_e_err"])
 
 
+def test_stream_takes_every_fit_option(catalog, tmp_path):
+    """Streaming takes exactly fit()'s options: with --starts 3, --errors bootstrap=8 and
+    --mask-neighbours the streamed rows equal fit() with the same options on the same batches;
+    and those options acted (bootstrap errors are not the Gauss-Newton ones; the neighbour's
+    pixels left the fit)."""
+    pytest.importorskip("sep")
+    path, _ = catalog
+    d = os.path.dirname(path)
+    idx = [i for i in range(N) if i % 3 and i not in (MISSING_IMAGE, MISSING_SIGMA)][:5]
+    sig = np.stack([fits.getdata(os.path.join(d, f"g{i}_sig.fits")) for i in idx])
+    # a compact neighbour in a corner of every stamp
+    star = np.asarray(gj.render("sersic", dict(x0=12.5, y0=3.0, mag=17.0, r_e=1.0, n=1.0, q=0.9, pa=0.0),
+                                (BIG, BIG), zeropoint=ZP))
+    cube = np.stack([fits.getdata(os.path.join(d, f"g{i}_img.fits")) for i in idx]) + star
+    fits.writeto(tmp_path / "cube.fits", cube)
+    fits.writeto(tmp_path / "sig.fits", sig)
+    out = tmp_path / "opts.ecsv"
+    opts = ["--starts", "3", "--errors", "bootstrap=8", "--mask-neighbours"]
+    assert main(["fit", str(tmp_path / "cube.fits"), "--sigma", str(tmp_path / "sig.fits"), "--zeropoint", "25",
+                 "--out", str(out), *opts, *FIT_ARGS]) == 0
+    got = Table.read(out)
+    options = gj.FitOptions(max_iter=10, starts=3, errors="bootstrap", bootstrap=8, mask_neighbours=True)
+    batches = [np.arange(4), np.array([4, 4, 4, 4])]
+    parts = [fit("sersic", cube[b], sigma=sig[b], zeropoint=ZP, options=options).to_table() for b in batches]
+    for c in ("sersic_x0", "sersic_r_e", "sersic_n", "sersic_r_e_err", "sersic_n_err", "chi2", "dof", "n_iter"):
+        ref = np.concatenate([np.asarray(p[c]) for p in parts])[:5]
+        np.testing.assert_array_equal(np.asarray(got[c]), ref, err_msg=c)
+    plain = fit("sersic", cube[:4], sigma=sig[:4], zeropoint=ZP, max_iter=10, starts=3).to_table()
+    assert np.all(np.asarray(got["dof"][:4]) < np.asarray(plain["dof"]))             # neighbour masked
+    assert not np.allclose(np.asarray(got["sersic_r_e_err"][:4]), np.asarray(plain["sersic_r_e_err"]))
+
+
 def test_existing_output_is_refused(catalog, reference, tmp_path, capsys):
     out = tmp_path / "r.ecsv"
     out.write_text("x")
@@ -178,7 +211,7 @@ def test_dask_local_cluster_equals_streaming(catalog, reference, tmp_path, monke
 
     distributed = pytest.importorskip("distributed")
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
-    gals = survey.catalog_galaxies(catalog[0], OPTIONS.model)
+    gals = survey.catalog_galaxies(catalog[0], MODEL)
     out = tmp_path / "dask.ecsv"
     parts = tmp_path / "dask.ecsv.parts"
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -188,7 +221,7 @@ def test_dask_local_cluster_equals_streaming(catalog, reference, tmp_path, monke
         assert all(f.startswith(ROOT) for f in files.values())
         pids = client.run(os.getpid)
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
-            run = ex.submit(survey.fit_survey, gals, OPTIONS, out=out, batch_size=4, bucket=8, client=client,
+            run = ex.submit(survey.fit_survey, gals, MODEL, options=OPTIONS, out=out, batch_size=4, bucket=8, client=client,
                             chunk_batches=1, retries=1, quiet=True)
             killed = None
             deadline = time.monotonic() + 600
@@ -214,8 +247,8 @@ def test_sharded_over_two_devices_equals_single_device(catalog, reference, tmp_p
         s = survey.galaxy_sharding(4)
         assert s is not None and s.mesh.devices.size == 2
         gals = survey.catalog_galaxies({str(catalog[0])!r}, gj.Model("sersic"))
-        opts = survey.FitOptions(model=gj.Model("sersic"), max_iter=10)
-        t, summary = survey.fit_survey(gals, opts, out={str(tmp_path / 'sharded.ecsv')!r}, batch_size=3,
+        opts = gj.FitOptions(max_iter=10)
+        t, summary = survey.fit_survey(gals, gj.Model("sersic"), options=opts, out={str(tmp_path / 'sharded.ecsv')!r}, batch_size=3,
                                        bucket=8, quiet=True)
         assert summary.n_devices == 2 and summary.batch_size == 4, summary
     """)
@@ -274,8 +307,9 @@ def test_input_problems_become_statuses(tmp_path):
     assert m[0, :20, :20].all() and not m[0, 20:].any() and not m[0, :, 20:].any() and not m[1].any()
     np.testing.assert_array_equal(bd.arrays["data"][0, :20, :20], good)
     np.testing.assert_array_equal(m[2], m[0])   # padding slots copy the first galaxy
-    # initial values by bare, full or column name reach the fit; the rest are guessed
+    # initial values by bare, full or column name reach the fit; the rest are left to fit()
+    # (which measures them with the PSF, as for an in-memory fit)
     seeded = dataclasses.replace(gals[0], init=(("r_e", 3.25), ("sersic.n", 1.5), ("sersic_q", 0.6)))
     bd = survey.load_batch(survey.plan_batches([seeded], 2, bucket=8)[0], "sersic")
     assert list(bd.arrays["init"]["sersic.r_e"]) == [3.25, 3.25] and bd.arrays["init"]["sersic.n"][0] == 1.5
-    assert bd.arrays["init"]["sersic.q"][0] == 0.6 and np.isfinite(bd.arrays["init"]["sersic.x0"]).all()
+    assert bd.arrays["init"]["sersic.q"][0] == 0.6 and set(bd.arrays["init"]) == {"sersic.r_e", "sersic.n", "sersic.q"}

@@ -57,7 +57,7 @@ def worker(tool, job_path, out_path, opts):
 
     mod = importlib.import_module(T.MODULES[tool])
     if tool.startswith("galmoss_jax"):
-        import galmoss_jax.fit  # noqa: F401
+        import galmoss_jax  # noqa: F401
     t_import = time.perf_counter() - t0
     with open(job_path, "rb") as f:
         jobs = pickle.load(f)

@@ -89,14 +89,14 @@ def render_galmoss_jax(kind, p, shape, psf, zp):
 
 
 def fit_galmoss_jax(job, starts, repeat_first=True, fit_starts="auto"):
-    """``galmoss_jax.fit.fit``: one batched Levenberg-Marquardt call per start set (the
+    """``galmoss_jax.fit``: one batched Levenberg-Marquardt call per start set (the
     default solver, Gauss-Newton errors, float32 unless x64 is on).  The first start set is
     fitted twice when ``repeat_first``: the first call includes tracing and compilation, the
     second is steady state.  ``fit_starts``: ``"auto"`` (the default: LM from the given start
     and from the best screened candidate, the lower chi2 kept) or 1 (LM from the given start
     alone, as the README recommends when the starts come from a trusted source, and as Imfit
     and AstroPhot are run)."""
-    from galmoss_jax.fit import fit
+    from galmoss_jax import fit
 
     kind, model = job["kind"], _gj_model(job["kind"])
     names = _gj_names(kind)

@@ -23,20 +23,10 @@ Marquardt's diagonal scaling instead of MINPACK's trust region.
 
 Status codes
 ------------
-======  ==========  ==========================================================
-code    name        meaning
-======  ==========  ==========================================================
-0       SUCCESS     converged: ftol, xtol or gtol test met (see below)
-1       MAX_ITER    stopped at ``max_iter`` trial steps; ``u`` is the best
-                    point found (never worse than the start)
-2       NONFINITE   non-finite parameters, residuals or Jacobian at the start
-                    (``u`` returned unchanged, ``n_iter = 0``), or, in the
-                    Optax loop, a non-finite loss/gradient during the run
-3       STALLED     the damping exceeded ``lambda_max`` without an accepted
-                    step: no downhill step could be found (``u`` is the best
-                    point found)
-======  ==========  ==========================================================
-
+The codes of :class:`galmoss_jax.Status`: SUCCESS (ftol, xtol or gtol met), MAX_ITER
+(``max_iter`` trial steps; ``u`` is the best point found, never worse than the start),
+NONFINITE (non-finite parameters, residuals or Jacobian at the start: ``u = u0``,
+``n_iter = 0``), STALLED (the damping exceeded ``lambda_max`` without an accepted step).
 The same codes are used by :func:`galmoss_jax.solvers.optax_minimise`.
 """
 
@@ -58,19 +48,12 @@ __all__ = [
     "STATUS_MESSAGES",
 ]
 
-SUCCESS = 0
-MAX_ITER = 1
-NONFINITE = 2
-STALLED = 3
+from .._status import STATUS_MESSAGES, Status
 
-STATUS_MESSAGES = {
-    SUCCESS: "converged",
-    MAX_ITER: "maximum number of iterations reached; result is the best point found",
-    NONFINITE: "non-finite value (parameters, residuals, loss or gradient)",
-    STALLED: (
-        "no downhill step found (damping exceeded its ceiling); result is the best point found"
-    ),
-}
+SUCCESS = int(Status.SUCCESS)
+MAX_ITER = int(Status.MAX_ITER)
+NONFINITE = int(Status.NONFINITE)
+STALLED = int(Status.STALLED)
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # no TF32/bf16 shortcuts on GPU for J^T J
 
@@ -287,3 +270,32 @@ def levenberg_marquardt(
 
     u, chi2, jtj, g, lam, n_it, status, _, _ = jax.lax.while_loop(cond, body, state0)
     return LMResult(u=u, chi2=chi2, n_iter=n_it, status=status, jtj=jtj, grad=2 * g, lam=lam)
+
+
+class LevenbergMarquardt(eqx.Module):
+    """The Levenberg–Marquardt solver as a value (the default of :func:`galmoss_jax.solve` and
+    :func:`galmoss_jax.fit`): its settings, and :meth:`minimise`.
+
+    Instances with equal settings are equal and hash alike, so passing a new
+    ``LevenbergMarquardt()`` to a jit-compiled fit reuses the compiled program.  Settings as in
+    :func:`levenberg_marquardt`; ``max_iter`` counts trial steps (one Jacobian each).
+    """
+
+    max_iter: int = eqx.field(default=100, static=True)
+    ftol: float = eqx.field(default=1e-8, static=True)
+    xtol: float = eqx.field(default=1e-8, static=True)
+    gtol: float = eqx.field(default=1e-8, static=True)
+    lambda0: float = eqx.field(default=1e-3, static=True)
+
+    #: the solver returns J^T J at the optimum (the engine's Gauss-Newton errors reuse it)
+    gives_jtj = True
+
+    def __check_init__(self):
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
+            from .._errors import ParameterError
+            raise ParameterError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+
+    def minimise(self, residual_fn, u0, args=None) -> LMResult:
+        """Minimise ``sum(residual_fn(u, args) ** 2)`` from ``u0`` (one problem; vmap it)."""
+        return levenberg_marquardt(residual_fn, u0, args, max_iter=self.max_iter, lambda0=self.lambda0,
+                                   ftol=self.ftol, xtol=self.xtol, gtol=self.gtol)

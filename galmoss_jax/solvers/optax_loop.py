@@ -143,3 +143,33 @@ def optax_minimise(
     final = jax.lax.while_loop(cond, body, state0)
     _, _, _, best_u, best_loss, _, _, n_it, status, _ = final
     return OptaxResult(u=best_u, loss=best_loss, n_iter=n_it, status=status)
+
+
+class OptaxSolver(eqx.Module):
+    """Any ``optax.GradientTransformation`` as a solver value: it minimises the sum of squared
+    residuals (the statistic) by gradient steps in the unconstrained space.
+
+    The optimiser object is part of the solver's identity: build it once and pass the same
+    ``OptaxSolver`` (or the same optimiser) to every call, and a jit-compiled fit compiles once.
+    ``max_iter``, ``patience`` and ``rtol`` as in :func:`optax_minimise`.
+    """
+
+    optimizer: optax.GradientTransformation = eqx.field(static=True)
+    max_iter: int = eqx.field(default=3000, static=True)
+    patience: int = eqx.field(default=100, static=True)
+    rtol: float = eqx.field(default=1e-7, static=True)
+
+    gives_jtj = False
+
+    def __check_init__(self):
+        from .._errors import ParameterError
+        if not isinstance(self.optimizer, optax.GradientTransformation):
+            raise ParameterError(f"OptaxSolver: optimizer must be an optax.GradientTransformation, "
+                                 f"got {type(self.optimizer).__name__}")
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
+            raise ParameterError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+
+    def minimise(self, residual_fn, u0, args=None) -> OptaxResult:
+        """Minimise ``sum(residual_fn(u, args) ** 2)`` from ``u0`` (one problem; vmap it)."""
+        return optax_minimise(lambda u, a: jnp.sum(jnp.square(residual_fn(u, a))), u0, args, self.optimizer,
+                              max_iter=self.max_iter, patience=self.patience, rtol=self.rtol)

@@ -1,0 +1,58 @@
+"""The reporting conventions of DESIGN.md A for fitted parameters, in pure JAX for ONE galaxy
+(vmap for a batch): ``q <= 1`` (a fit at ``q > 1`` is the same ellipse as ``1/q`` with
+``pa + 90`` and radii times ``q``) and ``pa`` wrapped to (-90, 90] degrees."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["fold_axis_ratio", "wrap_angle"]
+
+
+def wrap_angle(pa):
+    """Angles (degrees) wrapped to (-90, 90]."""
+    w = jnp.mod(pa + 90.0, 180.0) - 90.0
+    return jnp.where(w == -90.0, 90.0, w)
+
+
+def fold_axis_ratio(model, free, values: dict, cov):
+    """Report a ``q > 1`` fit of one galaxy as ``1/q`` with ``pa + 90`` and radii times ``q``;
+    wrap every ``pa`` to (-90, 90].
+
+    Args:
+        model: the :class:`galmoss_jax.Model`.
+        free: names of the free parameters, the order of ``cov``.
+        values: every parameter of one galaxy (scalars), physical units.
+        cov: (P, P) covariance of the free parameters, carried through the Jacobian of the map.
+
+    Returns:
+        ``(values, cov)``, folded.
+    """
+    values = dict(values)
+    idx = {n: i for i, n in enumerate(free)}
+    cov = jnp.asarray(cov)
+    J = jnp.eye(len(free), dtype=cov.dtype)
+    for c, spec in model.components:
+        names = spec.param_names
+        if "pa" in names and "q" not in names:
+            values[f"{c}.pa"] = wrap_angle(values[f"{c}.pa"])
+        if "q" not in names or "pa" not in names:
+            continue
+        qn = f"{c}.q"
+        q = values[qn]
+        flip = q > 1
+        radii = [f"{c}.{p.name}" for p in spec.params if p.unit == "pixel" and p.name not in ("x0", "y0")]
+        for r in radii:
+            if r in idx and qn in idx:   # d(r q)/dq = r
+                J = J.at[idx[r], idx[qn]].set(jnp.where(flip, values[r], 0.0))
+            if r in idx:
+                J = J.at[idx[r], idx[r]].set(jnp.where(flip, q, 1.0))
+            values[r] = jnp.where(flip, values[r] * q, values[r])
+        if qn in idx:
+            J = J.at[idx[qn], idx[qn]].set(jnp.where(flip, -1.0 / q ** 2, 1.0))
+        values[qn] = jnp.where(flip, 1.0 / q, q)
+        values[f"{c}.pa"] = wrap_angle(jnp.where(flip, values[f"{c}.pa"] + 90.0, values[f"{c}.pa"]))
+    if free:
+        hi = jax.lax.Precision.HIGHEST
+        cov = jnp.matmul(jnp.matmul(J, cov, precision=hi), J.T, precision=hi)
+    return values, cov

@@ -1,0 +1,133 @@
+"""The parameter layout of a model: the one map between named parameters, the free vector and
+the unconstrained fitting space.
+
+Every caller (the engine, the screen of starts, the bootstrap, the posterior, the renderer of
+parameter vectors) goes through :class:`ParamLayout`, which :class:`galmoss_jax.Model` builds
+once (``model.layout``).  Three representations of one galaxy's parameters:
+
+* **named**: ``{"bulge.r_e": value, ...}`` for every parameter, physical units;
+* **free vector** ``x`` (..., P): the free parameters in ``layout.free`` order, physical units,
+  plus a **fixed vector** (..., F) of the values of the fixed parameters (``layout.fixed``
+  order); tied parameters follow their source;
+* **unconstrained vector** ``u`` (..., P): ``x = to_physical(u)`` maps the real line into each
+  parameter's fitting bounds (sigmoid between two bounds, softplus beside one, identity for
+  unbounded parameters and for angles, which are periodic and fitted without bounds).
+
+Arrays may carry leading batch axes; every method is pure JAX (NumPy inputs are accepted).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from .transforms import clip_inside, to_physical, to_unconstrained
+
+__all__ = ["ParamLayout"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamLayout:
+    """Free, fixed and tied parameters of a model, with the fitting bounds of the free ones.
+
+    Attributes:
+        names: every parameter, ``"component.param"``, in component then profile order.
+        free: the fitted parameters (neither fixed nor tied).
+        bounds: fitting bounds ``(lower, upper)`` of each free parameter (``(-inf, inf)`` for
+            angles, which are fitted without bounds).
+        fixed: the fixed parameters.
+        fixed_values: the model's value of each fixed parameter, or None where it is fixed at
+            its initial value (the value then comes with each galaxy).
+        defaults: the profile default of every parameter.
+        tied: ``(parameter, source)`` pairs; a tied parameter equals its source.
+    """
+
+    names: tuple
+    free: tuple
+    bounds: tuple
+    fixed: tuple
+    fixed_values: tuple
+    defaults: tuple
+    tied: tuple
+
+    @property
+    def n_free(self) -> int:
+        return len(self.free)
+
+    # -- named <-> vectors ---------------------------------------------------------------------
+    def fixed_value(self, name: str, given: Mapping | None = None):
+        """Value of the fixed parameter ``name``: the model's, else ``given[name]``, else its default."""
+        v = dict(zip(self.fixed, self.fixed_values))[name]
+        if v is not None:
+            return v
+        if given is not None and name in given:
+            return given[name]
+        return dict(zip(self.names, self.defaults))[name]
+
+    def expand(self, free, fixed=()) -> dict:
+        """Every named parameter from a free vector (..., P) and a fixed vector (..., F)."""
+        p = {n: free[..., i] for i, n in enumerate(self.free)}
+        p.update({n: fixed[..., j] for j, n in enumerate(self.fixed)})
+        for a, b in self.tied:
+            p[a] = p[b]
+        return p
+
+    def fill(self, given: Mapping) -> dict:
+        """Every named parameter from ``given`` (full names; every free parameter present):
+        fixed parameters take :meth:`fixed_value`, tied ones their source."""
+        p = {n: given[n] for n in self.free}
+        p.update({n: self.fixed_value(n, given) for n in self.fixed})
+        for a, b in self.tied:
+            p[a] = p[b]
+        return p
+
+    def free_vector(self, params: Mapping):
+        """The free vector (..., P) of named parameters (scalars or equal-length arrays)."""
+        if not self.free:
+            return jnp.zeros((0,))
+        return jnp.stack(jnp.broadcast_arrays(*[jnp.asarray(params[n]) for n in self.free]), -1)
+
+    def fixed_vector(self, given: Mapping | None = None):
+        """The fixed vector (..., F) (see :meth:`fixed_value`)."""
+        if not self.fixed:
+            return jnp.zeros((0,))
+        vals = [jnp.asarray(self.fixed_value(n, given), dtype=jnp.result_type(float)) for n in self.fixed]
+        return jnp.stack(jnp.broadcast_arrays(*vals), -1)
+
+    # -- physical <-> unconstrained ------------------------------------------------------------
+    def to_physical(self, u):
+        """Free vector (physical, inside the bounds) of an unconstrained vector (..., P)."""
+        if not self.free:
+            return u
+        return jnp.stack([to_physical(u[..., i], lo, hi) for i, (lo, hi) in enumerate(self.bounds)], -1)
+
+    def to_unconstrained(self, x):
+        """Unconstrained vector of a free vector (..., P); values on or beyond a bound are first
+        moved just inside it (:func:`galmoss_jax.transforms.clip_inside`)."""
+        if not self.free:
+            return jnp.asarray(x)
+        return jnp.stack([to_unconstrained(clip_inside(x[..., i], lo, hi), lo, hi)
+                          for i, (lo, hi) in enumerate(self.bounds)], -1)
+
+    def clip_inside(self, x):
+        """Free vector (..., P) moved strictly inside the fitting bounds."""
+        if not self.free:
+            return jnp.asarray(x)
+        return jnp.stack([clip_inside(x[..., i], lo, hi) for i, (lo, hi) in enumerate(self.bounds)], -1)
+
+    def physical_derivative(self, u):
+        """d x_i / d u_i (..., P): the (diagonal) Jacobian of :meth:`to_physical`."""
+        return jax.jvp(self.to_physical, (u,), (jnp.ones_like(u),))[1]
+
+    def outside(self, x):
+        """True where a free vector (..., P) lies outside its bounds (any parameter)."""
+        lo = jnp.asarray([b[0] for b in self.bounds])
+        hi = jnp.asarray([b[1] for b in self.bounds])
+        return jnp.any((x < lo) | (x > hi), axis=-1)
+
+    def has_bounds(self, i: int) -> bool:
+        lo, hi = self.bounds[i]
+        return math.isfinite(lo) or math.isfinite(hi)

@@ -1,0 +1,230 @@
+"""The public, pure fitting core: ``gj.solve`` under jit / vmap / grad, solvers as values, the
+compiled-once renderer, and implicit differentiation of a fit.
+
+References: ``fit`` (a host-side wrapper, but a separate code path: validation, chunking and
+threads) for the batch, analytic derivatives (the zero point moves a fitted magnitude one to
+one; a least-squares flux is linear in the data), and central finite differences of refits
+for the derivative with respect to the PSF width.
+"""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import galmoss_jax as gj
+from galmoss_jax import _engine
+
+S, ZP = 24, 25.0
+TRUTH = {"x0": 11.3, "y0": 12.1, "mag": 17.0, "r_e": 3.0, "n": 1.5, "q": 0.7, "pa": 20.0}
+INIT = {"x0": 11.0, "y0": 12.0, "mag": 17.3, "r_e": 4.0, "n": 2.0, "q": 0.8, "pa": 10.0}
+YY, XX = np.mgrid[-3:4, -3:4]
+
+
+def moffat(fwhm, beta=3.0):
+    """A Moffat PSF of FWHM ``fwhm`` px on the 7x7 grid (unnormalised; traced or concrete)."""
+    alpha = fwhm / (2.0 * jnp.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    return (1.0 + (XX ** 2 + YY ** 2) / alpha ** 2) ** -beta
+
+
+PSF = np.asarray(moffat(2.4) / moffat(2.4).sum())
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(5)
+    G = 3
+    p = {k: np.full(G, v) for k, v in TRUTH.items()}
+    p["r_e"] = np.array([2.5, 3.0, 4.0])
+    p["n"] = np.array([1.0, 1.5, 2.5])
+    clean = np.asarray(gj.render("sersic", p, (S, S), psf=PSF, zeropoint=ZP))
+    sigma = np.full_like(clean, 0.02 * clean.max())
+    data = clean + sigma * rng.normal(size=clean.shape)
+    return data, sigma
+
+
+def test_jit_vmap_solve_equals_fit_and_traces_once(batch):
+    data, sigma = batch
+    traces = []
+
+    def one(d, s):
+        traces.append(1)
+        return gj.solve("sersic", d, sigma=s, init=INIT, psf=PSF, zeropoint=ZP)
+
+    pipeline = jax.jit(jax.vmap(one))
+    sol = pipeline(jnp.asarray(data), jnp.asarray(sigma))
+    res = gj.fit("sersic", data, sigma=sigma, psf=PSF, zeropoint=ZP, init=INIT, starts=1)
+    np.testing.assert_allclose(np.asarray(sol.chi2), res.chi2, rtol=1e-4)
+    assert np.all(np.asarray(sol.status) == 0) and np.all(res.status == 0)
+    for k in ("x0", "r_e", "n", "q", "mag"):
+        np.testing.assert_allclose(np.asarray(sol.params[f"sersic.{k}"]), res[k], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.sqrt(np.diagonal(np.asarray(sol.covariance), axis1=1, axis2=2)),
+                               np.sqrt(np.diagonal(res.covariance, axis1=1, axis2=2)), rtol=1e-3)
+    # a second batch of the same shapes: no new trace, no new compile
+    again = pipeline(jnp.asarray(data[::-1]), jnp.asarray(sigma))
+    assert len(traces) == 1
+    np.testing.assert_allclose(np.asarray(again.chi2), np.asarray(sol.chi2)[::-1], rtol=1e-6)
+
+
+def test_solution_is_a_pytree_with_the_documented_fields(batch):
+    data, sigma = batch
+    sol = gj.solve("sersic", data[0], sigma=sigma[0], init=INIT, psf=PSF, zeropoint=ZP)
+    assert isinstance(sol, gj.Solution)
+    assert set(sol.params) == set(gj.Model("sersic").param_names)
+    assert sol.covariance.shape == (7, 7) and sol.free_names == gj.Model("sersic").free_names
+    assert int(sol.status) == gj.Status.SUCCESS and int(sol.n_iter) > 0
+    assert int(sol.n_pixels) == S * S and int(sol.dof) == S * S - 7
+    leaves = jax.tree.leaves(sol)
+    assert all(isinstance(x, jax.Array) for x in leaves)
+    # same compiled program for new data of the same shapes
+    before = _engine._solve_jit._cache_size()
+    gj.solve("sersic", data[1], sigma=sigma[1], init=INIT, psf=PSF, zeropoint=ZP)
+    assert _engine._solve_jit._cache_size() == before
+
+
+def test_fit_compiles_once_per_solver_value(batch):
+    """solver="adam" twice (and the default LM twice) compiles once; an optimiser given with
+    the LM solver is an error, not ignored."""
+    data, sigma = batch
+    kw = dict(sigma=sigma[:1], psf=PSF, zeropoint=ZP, init=INIT, starts=1, chunk_size=1)
+    gj.fit("sersic", data[:1], solver="adam", max_iter=30, **kw)
+    n = _engine._solve_vmapped._cache_size()
+    gj.fit("sersic", data[1:2], solver="adam", max_iter=30, **kw)
+    gj.fit("sersic", data[1:2], solver=gj.OptaxSolver(gj.solvers._default_adam(), max_iter=30), **kw)
+    assert _engine._solve_vmapped._cache_size() == n
+    with pytest.raises(gj.ParameterError, match="optimizer is given"):
+        gj.fit("sersic", data[:1], optimizer=optax.adam(0.1), **kw)
+    with pytest.raises(gj.ParameterError, match="optimizer is given"):
+        gj.FitOptions(solver="lm", optimizer=optax.adam(0.1))
+    assert gj.LevenbergMarquardt() == gj.LevenbergMarquardt() and hash(gj.LevenbergMarquardt(max_iter=7)) == \
+        hash(gj.LevenbergMarquardt(max_iter=7))
+
+
+def test_zeropoint_derivative_is_exactly_one(batch):
+    """mag = zp - 2.5 log10(F), and the fitted flux F depends on the data alone: d mag / d zp = 1
+    and the other parameters do not move."""
+    data, sigma = batch
+
+    def fitted(zp):
+        return gj.solve("sersic", data[0], sigma=sigma[0], init={**INIT, "mag": INIT["mag"] + zp - ZP}, psf=PSF,
+                        zeropoint=zp).params
+
+    jac = jax.jacfwd(fitted)(ZP)
+    assert math.isclose(float(jac["sersic.mag"]), 1.0, rel_tol=1e-6)
+    for k in ("sersic.r_e", "sersic.n", "sersic.x0", "sersic.q"):
+        assert abs(float(jac[k])) < 1e-6
+
+
+def test_data_derivative_of_a_linear_flux_fit():
+    """Only the magnitude free: the least-squares flux is F = sum(d t / s^2) / sum(t^2 / s^2)
+    for the unit-flux template t, so d mag / d data_i = -2.5 / (F ln 10) t_i / s_i^2 / sum(t^2 / s^2)."""
+    model = gj.Model("sersic", fixed={k: v for k, v in TRUTH.items() if k != "mag"})
+    t = np.asarray(gj.render(model, {"mag": ZP}, (S, S), psf=PSF, zeropoint=ZP))    # flux 1
+    rng = np.random.default_rng(2)
+    sigma = 0.01 + 0.02 * rng.uniform(size=(S, S))
+    data = 50.0 * t + sigma * rng.normal(size=(S, S))
+    F = np.sum(data * t / sigma ** 2) / np.sum(t ** 2 / sigma ** 2)
+    want = -2.5 / (F * np.log(10)) * t / sigma ** 2 / np.sum(t ** 2 / sigma ** 2)
+    grad = jax.grad(lambda d: gj.solve(model, d, sigma=sigma, init={"mag": 20.0}, psf=PSF,
+                                       zeropoint=ZP).params["sersic.mag"])(jnp.asarray(data))
+    np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-5, atol=1e-8 * np.abs(want).max())
+
+
+def test_psf_width_derivative_equals_finite_differences_of_refits(batch):
+    data, sigma = batch
+
+    def r_e(fwhm):
+        return gj.solve("sersic", data[1], sigma=sigma[1], init=INIT, psf=moffat(fwhm), zeropoint=ZP).params[
+            "sersic.r_e"]
+
+    with pytest.warns(UserWarning, match="normalised"):
+        h = 1e-3
+        fd = (float(r_e(2.4 + h)) - float(r_e(2.4 - h))) / (2 * h)
+    g = float(jax.grad(r_e)(2.4))
+    assert abs(fd) > 0.05   # a real dependence: a wider PSF leaves a smaller galaxy
+    assert math.isclose(g, fd, rel_tol=2e-3)
+
+
+def test_render_is_differentiable_in_a_traced_psf_and_zeropoint():
+    p = dict(TRUTH)
+
+    def total(fwhm, zp):
+        img = gj.render("sersic", p, (S, S), psf=moffat(fwhm), zeropoint=zp)
+        return jnp.sum(img * jnp.arange(S)[None, :] ** 2)    # a statistic that depends on the width
+
+    g = jax.grad(total, argnums=(0, 1))(2.4, ZP)
+    h = 1e-4
+    with pytest.warns(UserWarning, match="normalised"):
+        fd_w = (float(total(2.4 + h, ZP)) - float(total(2.4 - h, ZP))) / (2 * h)
+        fd_z = (float(total(2.4, ZP + h)) - float(total(2.4, ZP - h))) / (2 * h)
+        value = float(total(2.4, ZP))
+    assert math.isclose(float(g[0]), fd_w, rel_tol=1e-5)
+    assert math.isclose(float(g[1]), fd_z, rel_tol=1e-6)
+    assert math.isclose(float(g[1]), math.log(10) / 2.5 * value, rel_tol=1e-9)   # flux times 10^(0.4 zp)
+
+
+def test_render_outside_the_domain_is_nan_when_traced_and_an_error_when_concrete():
+    bad = {**TRUTH, "r_e": -1.0}
+    img = jax.jit(lambda p: gj.render("sersic", p, (S, S), zeropoint=ZP))(bad)
+    assert np.all(np.isnan(np.asarray(img)))
+    with pytest.raises(gj.ParameterError, match="positive"):
+        gj.render("sersic", bad, (S, S), zeropoint=ZP)
+    r = gj.Renderer("sersic", (S, S))
+    x = np.array([bad[k] for k in ("x0", "y0", "mag", "r_e", "n", "q", "pa")])
+    assert np.all(np.isnan(np.asarray(r(x, zeropoint=ZP))))
+
+
+def test_renderer_of_a_vector_equals_render_and_compiles_once():
+    model = gj.Model("bulge:sersic+disk:exponential", tied={"disk.x0": "bulge.x0", "disk.y0": "bulge.y0"},
+                     fixed={"disk.q": 0.5})
+    p = {"bulge.x0": 11.0, "bulge.y0": 12.0, "bulge.mag": 19.0, "bulge.r_e": 1.5, "bulge.n": 3.0, "bulge.q": 0.8,
+         "bulge.pa": 10.0, "disk.mag": 18.0, "disk.r_s": 4.0, "disk.pa": 15.0}
+    r = gj.Renderer(model, (S, S), psf_shape=PSF.shape)
+    assert r.names == model.free_names
+    x = jnp.array([p[n] for n in r.names])
+    want = np.asarray(gj.render(model, p, (S, S), psf=PSF, zeropoint=ZP))
+    np.testing.assert_allclose(np.asarray(r(x, psf=PSF, zeropoint=ZP)), want, rtol=1e-10, atol=1e-12 * want.max())
+    np.testing.assert_allclose(np.asarray(r(p, psf=PSF, zeropoint=ZP)), want, rtol=1e-10, atol=1e-12 * want.max())
+    n = gj.model._render_vector._cache_size()
+    xs = jnp.stack([x, x.at[2].add(0.5)])
+    imgs = jax.jit(jax.vmap(lambda v: r(v, psf=PSF, zeropoint=ZP)))(xs)
+    np.testing.assert_allclose(np.asarray(imgs[0]), want, rtol=1e-10, atol=1e-12 * want.max())
+    # the bulge 0.5 mag fainter: the image loses 1 - 10^-0.2 of the bulge's light
+    bulge = np.asarray(gj.render(gj.Model({"bulge": "sersic"}), {k[6:]: v for k, v in p.items() if k[:5] == "bulge"},
+                                 (S, S), psf=PSF, zeropoint=ZP))
+    np.testing.assert_allclose(np.asarray(imgs[1]), want - (1 - 10 ** -0.2) * bulge, rtol=1e-9,
+                               atol=1e-12 * want.max())
+    r(x.at[3].set(2.0), psf=PSF, zeropoint=ZP)
+    assert gj.model._render_vector._cache_size() == n
+    with pytest.raises(gj.ShapeError, match="vector of the 10 free parameters"):
+        r(x[:3], psf=PSF, zeropoint=ZP)
+    with pytest.raises(gj.PSFError, match="differs"):
+        r(x, psf=np.ones((5, 5)) / 25, zeropoint=ZP)
+
+
+def test_solve_refuses_structural_mistakes(batch):
+    data, sigma = batch
+    with pytest.raises(gj.ShapeError, match="one galaxy"):
+        gj.solve("sersic", data, sigma=sigma, init=INIT, zeropoint=ZP)
+    with pytest.raises(gj.ParameterError, match="no starting value for sersic.n"):
+        gj.solve("sersic", data[0], sigma=sigma[0], init={k: v for k, v in INIT.items() if k != "n"}, zeropoint=ZP)
+    with pytest.raises(gj.ParameterError, match="stat must be one of"):
+        gj.solve("sersic", data[0], sigma=sigma[0], init=INIT, zeropoint=ZP, stat="l1")
+    with pytest.raises(gj.ParameterError, match="sigma is required"):
+        gj.solve("sersic", data[0], init=INIT, zeropoint=ZP)
+    with pytest.raises(gj.ParameterError, match="zeropoint is required"):
+        gj.solve("sersic", data[0], sigma=sigma[0], init=INIT)
+
+
+def test_bad_pixels_and_empty_stamps_are_values_not_errors(batch):
+    """Under jit nothing can be raised: NaN pixels are not used, an all-masked stamp is status 5."""
+    data, sigma = batch
+    d = data[0].copy()
+    d[3, 4] = np.nan
+    f = jax.jit(lambda d, m: gj.solve("sersic", d, sigma=sigma[0], mask=m, init=INIT, psf=PSF, zeropoint=ZP))
+    sol = f(jnp.asarray(d), jnp.ones((S, S), bool))
+    assert int(sol.n_pixels) == S * S - 1 and int(sol.status) == 0 and np.isfinite(float(sol.chi2))
+    empty = f(jnp.asarray(d), jnp.zeros((S, S), bool))
+    assert int(empty.status) == gj.Status.NO_DATA
