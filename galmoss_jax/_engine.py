@@ -410,12 +410,15 @@ def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_bat
     G = int(np.shape(u0)[0])
     chunk = default_chunk_size(chunk, G) if chunk is None else int(chunk)
     shared = None if psf is None or psf_batched else jnp.asarray(psf)
+    # the caller's precision, also in the worker threads: jax.enable_x64(...) is thread-local
+    x64 = bool(jax.config.jax_enable_x64)
 
     def one(a):
         idx = np.minimum(np.arange(a, a + chunk), G - 1)
         take = lambda x: put(np.asarray(x)[idx])   # noqa: E731
-        sol = _solve_vmapped(problem, take(u0), jax.tree.map(take, galaxies),
-                             take(psf) if psf_batched else shared, psf_batched)
+        with jax.enable_x64(x64):
+            sol = _solve_vmapped(problem, take(u0), jax.tree.map(take, galaxies),
+                                 take(psf) if psf_batched else shared, psf_batched)
         n_real = min(chunk, G - a)
         return jax.tree.map(lambda v: np.asarray(v)[:n_real], sol)
 

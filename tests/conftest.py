@@ -1,8 +1,21 @@
-"""Test configuration: the reference comparisons run in float64."""
+"""Test configuration.
+
+* The reference comparisons run in float64 (``jax_enable_x64``).
+* One persistent JAX compilation cache for the whole run, ``.jax_cache/`` at the repository
+  root (git-ignored): the test processes (pytest-xdist workers), their subprocesses (CLI,
+  Dask workers, notebooks) and later runs compile each program once.  A cached program is the
+  compiled program itself, so results do not depend on whether it came from the cache.
+"""
 import os
 
-import jax
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import jax  # noqa: E402  (after the environment that configures its cache)
 
 jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_compilation_cache_dir", CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 DATA = os.path.join(os.path.dirname(__file__), "data")

@@ -42,7 +42,8 @@ def _order(paths):
 def executed(tmp_path_factory):
     """Run every notebook; ``{path: (executed notebook path, return code, stderr)}``."""
     base = tmp_path_factory.mktemp("notebooks")
-    env = dict(os.environ, GALMOSS_NOTEBOOK_QUICK="1", JAX_COMPILATION_CACHE_DIR=str(base / "jax_cache"),
+    # the kernels share the run's compilation cache (tests/conftest.py: JAX_COMPILATION_CACHE_DIR)
+    env = dict(os.environ, GALMOSS_NOTEBOOK_QUICK="1",
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), MPLBACKEND="Agg")
     pending, running, done = _order(NOTEBOOKS), [], {}
     while pending or running:

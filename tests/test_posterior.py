@@ -34,8 +34,9 @@ def test_nuts_posterior_matches_lm():
     logl = log_likelihood("sersic", data, sig, psf=psf, zeropoint=S.ZP, sampling=S.SAMPLING)
     assert float(jax.jit(logl)(best)) == pytest.approx(-0.5 * float(res.chi2[0]), rel=1e-9)
     init = {k: best[k] for k in S.PARAMS}
+    # the sampler's mass matrix starts from the fit's covariance (fewer, shorter trajectories)
     post = sample_nuts("sersic", data, sig, init=init, psf=psf, zeropoint=S.ZP, sampling=S.SAMPLING,
-                       num_warmup=300, num_samples=400, seed=1)
+                       num_warmup=300, num_samples=400, seed=1, covariance=res.covariance[0])
     print("\nNUTS (400 draws) vs LM + Gauss-Newton errors")
     for k in S.PARAMS:
         m, s = float(post.mean["sersic." + k]), float(post.std["sersic." + k])

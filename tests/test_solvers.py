@@ -1,8 +1,8 @@
 """Tests of galmoss_jax.solvers against independent references (NumPy, SciPy, plain loops).
 
-Float64 tests switch x64 on only inside their own body (``jax.enable_x64`` context
-manager), so nothing leaks into other test modules and nothing here relies on the
-global x64 setting.
+The suite runs in float64 (conftest.py); the float32 tests switch x64 off inside their own
+body (``x32``: the ``jax.enable_x64(False)`` context manager), so that they run what a GPU or a
+default JAX install runs, and nothing leaks into other tests.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ from galmoss_jax.solvers import (
 TIGHT = dict(ftol=1e-14, xtol=1e-14, gtol=1e-14)
 
 
-def x64(test):
-    """Run the test body with 64-bit JAX types, restoring the previous setting after."""
+def x32(test):
+    """Run the test body with x64 off (float32 JAX defaults, as on a GPU or a default install);
+    the rest of the suite runs in float64 (conftest.py)."""
 
     @functools.wraps(test)
     def wrapper(*a, **k):
-        with jax.enable_x64(True):
+        with jax.enable_x64(False):
             return test(*a, **k)
 
     return wrapper
@@ -135,7 +136,6 @@ def test_status_table():
     assert all(gj.Status(c).message == m for c, m in STATUS_MESSAGES.items())
 
 
-@x64
 def test_linear_least_squares_matches_lstsq():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(60, 4)) * np.array([1.0, 10.0, 0.1, 3.0])
@@ -151,7 +151,6 @@ def test_linear_least_squares_matches_lstsq():
     np.testing.assert_allclose(res.grad, 2 * a.T @ (a @ np.asarray(res.u) - b), atol=1e-8)
 
 
-@x64
 def test_exponential_fit_matches_scipy_and_jtj():
     x, y = exp_data(0)
     u0 = jnp.array([1.0, 1.0, 0.0])
@@ -168,7 +167,6 @@ def test_exponential_fit_matches_scipy_and_jtj():
     assert np.max(np.abs(res.grad)) < 1e-8
 
 
-@x64
 def test_gaussian_blob_fit_matches_scipy_and_jtj():
     data, sigma = blob_data()
     res = jit_lm(blob_residual, **TIGHT)(jnp.asarray(BLOB_U0), (data, sigma))
@@ -183,7 +181,6 @@ def test_gaussian_blob_fit_matches_scipy_and_jtj():
     np.testing.assert_allclose(res.jtj, ref.jac.T @ ref.jac, rtol=1e-5, atol=scale)
 
 
-@x64
 def test_rosenbrock_converges():
     res = jit_lm(rosenbrock)(jnp.array([-1.2, 1.0]), None)
     assert int(res.status) == SUCCESS
@@ -191,6 +188,7 @@ def test_rosenbrock_converges():
     assert float(res.chi2) < 1e-20
 
 
+@x32
 def test_rosenbrock_float32():
     u0 = jnp.array([-1.2, 1.0], dtype=jnp.float32)
     res = jit_lm(rosenbrock)(u0, None)
@@ -199,6 +197,7 @@ def test_rosenbrock_float32():
     np.testing.assert_allclose(res.u, [1.0, 1.0], atol=1e-5)
 
 
+@x32
 def test_float32_matches_float64_reference():
     x, y = exp_data(3)
     args32 = (jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32))
@@ -218,7 +217,6 @@ def test_float32_matches_float64_reference():
     np.testing.assert_allclose(res.u, ref.x, rtol=1e-4)
 
 
-@x64
 def test_max_iter_returns_best_so_far():
     u0 = jnp.array([-1.2, 1.0])
     chi2_0 = float(jnp.sum(rosenbrock(u0, None) ** 2))
@@ -229,7 +227,6 @@ def test_max_iter_returns_best_so_far():
     np.testing.assert_allclose(res.chi2, chi2_at_u, rtol=1e-12)
 
 
-@x64
 def test_parameter_without_influence_gives_no_nan():
     x, y = exp_data(2)
     # u[3] does not enter the residuals: its column of J is zero.
@@ -242,7 +239,6 @@ def test_parameter_without_influence_gives_no_nan():
     np.testing.assert_allclose(res.u[:3], ref.x, rtol=1e-6)
 
 
-@x64
 def test_nonfinite_trial_step_is_rejected():
     # From u = 1 the Gauss-Newton step for log(u) - log(0.01) lands at u < 0 (NaN residual);
     # it must be rejected (damping up), never accepted, and the fit must still converge.
@@ -252,7 +248,6 @@ def test_nonfinite_trial_step_is_rejected():
     np.testing.assert_allclose(res.u, [0.01], rtol=1e-10)
 
 
-@x64
 def test_no_downhill_step_gives_stalled():
     # Residuals are finite only at the start point, so every trial step is rejected and
     # the damping climbs past lambda_max: STALLED, with the start returned unchanged.
@@ -270,7 +265,6 @@ def _batched_lm(res_fn, **kw):
     return jax.vmap(lambda u, a: levenberg_marquardt(res_fn, u, a, **kw))
 
 
-@x64
 def test_vmap_equals_loop_of_single_solves():
     rng = np.random.default_rng(7)
     xs, ys, u0s = [], [], []
@@ -298,7 +292,6 @@ def test_vmap_equals_loop_of_single_solves():
     assert len(set(batch.n_iter.tolist())) > 1
 
 
-@x64
 def test_nan_member_does_not_poison_batch():
     datas, sigmas = [], []
     for seed in (1, 2, 3):
@@ -327,7 +320,6 @@ def test_nan_member_does_not_poison_batch():
         np.testing.assert_allclose(three.u[k], alone.u, rtol=1e-12, atol=1e-14)
 
 
-@x64
 def test_nonfinite_start_gets_nonfinite_status():
     x, y = exp_data(4)
     # sqrt(u[0]) is NaN for a negative start: only that member is NONFINITE.
@@ -342,7 +334,6 @@ def test_nonfinite_start_gets_nonfinite_status():
     assert np.all(np.isfinite(out.u[[0, 2]]))
 
 
-@x64
 def test_jit_of_vmap_equals_eager():
     xs, ys = zip(*(exp_data(20 + k, b=0.5 + 0.4 * k) for k in range(4)))
     args = (np.stack(xs), np.stack(ys))
@@ -359,7 +350,6 @@ def test_jit_of_vmap_equals_eager():
 # --------------------------------------------------------------------------- Optax loop
 
 
-@x64
 def test_adam_reaches_lm_chi2_on_blob():
     data, sigma = blob_data()
     args = (jnp.asarray(data), jnp.asarray(sigma))
@@ -372,7 +362,6 @@ def test_adam_reaches_lm_chi2_on_blob():
     np.testing.assert_allclose(res.loss, blob_loss(res.u, args), rtol=1e-12)
 
 
-@x64
 def test_optax_keeps_best_point_when_diverging():
     data, sigma = blob_data()
     args = (jnp.asarray(data), jnp.asarray(sigma))
@@ -395,7 +384,6 @@ def test_optax_keeps_best_point_when_diverging():
     assert int(res.status) in (NONFINITE, SUCCESS)
 
 
-@x64
 def test_optax_vmap_nonfinite_member_and_loop_equality():
     datas, sigmas = [], []
     for seed in (5, 6, 7):
@@ -420,6 +408,7 @@ def test_optax_vmap_nonfinite_member_and_loop_equality():
         np.testing.assert_allclose(out.loss[k], single.loss, rtol=1e-12)
 
 
+@x32
 def test_optax_float32_and_max_iter():
     data, sigma = blob_data()
     args = (jnp.asarray(data, jnp.float32), jnp.asarray(sigma, jnp.float32))
