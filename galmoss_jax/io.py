@@ -67,9 +67,9 @@ def read_table(path, *, name: str = "table"):
     CSV carries no types, so a column is read as text when any of its values is quoted
     (``"00"``, ``"1e5"`` or ``"nan"`` stay strings) and otherwise typed as Astropy infers it
     (``00`` unquoted is the integer 0).  :func:`galmoss_jax.results.write_table` quotes every
-    value of a text column, so its CSV files read back with their types; plain CSV files from
-    other tools read as before (R, pandas ``QUOTE_NONNUMERIC`` and spreadsheets quote text the
-    same way).  A file that quotes every field, header included (``QUOTE_ALL``), says nothing
+    value of a text column, so its CSV files read back with their types (R's ``write.csv`` and
+    pandas with ``QUOTE_NONNUMERIC`` quote text the same way); plain CSV files from other tools
+    read as before.  A file that quotes every field, header included (``QUOTE_ALL``), says nothing
     about types that way: its columns are typed as Astropy infers them.
     """
     from astropy.io.ascii import convert_numpy
