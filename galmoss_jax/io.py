@@ -62,7 +62,17 @@ def read_header_value(path, keys, default=None):
 
 def read_table(path, *, name: str = "table"):
     """Read a FITS, ECSV, CSV or Parquet table into an :class:`astropy.table.Table` (text
-    columns as ``str`` whatever the format)."""
+    columns as ``str`` whatever the format).
+
+    CSV carries no types, so a column is read as text when any of its values is quoted
+    (``"00"``, ``"1e5"`` or ``"nan"`` stay strings) and otherwise typed as Astropy infers it
+    (``00`` unquoted is the integer 0).  :func:`galmoss_jax.results.write_table` quotes every
+    value of a text column, so its CSV files read back with their types (R's ``write.csv`` and
+    pandas with ``QUOTE_NONNUMERIC`` quote text the same way); plain CSV files from other tools
+    read as before.  A file that quotes every field, header included (``QUOTE_ALL``), says nothing
+    about types that way: its columns are typed as Astropy infers them.
+    """
+    from astropy.io.ascii import convert_numpy
     from astropy.table import Table
 
     path = os.fspath(path)
@@ -72,10 +82,49 @@ def read_table(path, *, name: str = "table"):
     fmt = {".fits": "fits", ".fit": "fits", ".ecsv": "ascii.ecsv", ".csv": "ascii.csv", ".parquet": "parquet"}.get(ext)
     try:
         table = Table.read(path, format=fmt) if fmt else Table.read(path)
+        if fmt == "ascii.csv":
+            quoted = [table.colnames[j] for j in sorted(_csv_quoted_columns(path)) if j < len(table.colnames)]
+            if any(table[c].dtype.kind not in "US" for c in quoted):
+                # read again only to take those columns as text: the others keep the first
+                # read's types (converters turn off Astropy's fast reader, which also reads bools)
+                text = Table.read(path, format=fmt, converters={c: [convert_numpy(str)] for c in table.colnames})
+                for c in quoted:
+                    table[c] = text[c]
     except Exception as e:  # astropy raises many types for malformed files
         raise InputFileError(f"{name}: cannot read {path!r} as a table ({e})") from None
     table.convert_bytestring_to_unicode()  # FITS text columns come back as bytes
     return table
+
+
+def _csv_quoted_columns(path) -> set:
+    """Indices of the columns of a CSV file (RFC 4180: ``,`` between fields, ``"`` around a
+    field, ``""`` for a quote inside one) that have a quoted value below the header; empty
+    when every field of the file, header included, is quoted.  Vectorised over the bytes: a
+    character lies inside a quoted field when an odd number of quotes precede it (a doubled
+    quote changes nothing), so the separators are the commas and newlines with an even count."""
+    with open(path, "rb") as f:
+        b = np.frombuffer(f.read(), np.uint8)
+    quote = b == ord('"')
+    if not quote.any():
+        return set()
+    outside = (np.cumsum(quote, dtype=np.uint8) & 1) == 0     # uint8 wraps mod 256: parity kept
+    comma = np.flatnonzero((b == ord(",")) & outside)
+    newline = np.flatnonzero((b == ord("\n")) & outside)
+    starts = np.concatenate(([0], comma + 1, newline + 1))
+    starts = np.sort(starts[starts < b.size])
+    first = b[starts]
+    # blank lines (Astropy skips them) are not fields
+    line_start = (starts == 0) | (b[np.maximum(starts - 1, 0)] == ord("\n"))
+    keep = ~(line_start & ((first == ord("\n")) | (first == ord("\r"))))
+    starts, first, line_start = starts[keep], first[keep], line_start[keep]
+    if starts.size == 0:
+        return set()
+    row = np.cumsum(line_start) - 1                           # 0 = header
+    col = np.arange(starts.size) - np.flatnonzero(line_start)[row]
+    is_quoted = first == ord('"')
+    if is_quoted.all():
+        return set()
+    return {int(c) for c in np.unique(col[is_quoted & (row > 0)])}
 
 
 def check_output(path, *, overwrite: bool = False, name: str = "output") -> str:

@@ -139,8 +139,45 @@ def write_table(table, path, *, overwrite: bool = False, name: str = "output"):
 
     def write(tmp):
         try:
-            table.write(tmp, format=_FORMATS[ext], overwrite=True)
+            if ext == ".csv":
+                _write_csv(table, tmp)
+            else:
+                table.write(tmp, format=_FORMATS[ext], overwrite=True)
         except ImportError as e:
             raise OutputFileError(f"{name} {path!r}: writing {ext} needs an optional package ({e})") from None
 
     write_atomic([(path, write)], overwrite=overwrite, name=name)
+
+
+def _write_csv(table, path):
+    """Plain CSV as Astropy writes it, with every value of a text column quoted: CSV has no
+    types, and :func:`galmoss_jax.io.read_table` reads a column with quoted values as text, so
+    ``"00"``, ``"1e5"`` or ``"nan"`` come back as strings, not numbers.  Masked values stay
+    empty and unquoted.  Any CSV reader takes the file as it is (quotes are standard CSV)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    table.write(buf, format="ascii.csv")
+    rows = list(csv.reader(io.StringIO(buf.getvalue(), newline="")))
+    header = rows[0] if rows else []
+    text = [j for j, c in enumerate(header)
+            if c in table.colnames and getattr(table[c], "dtype", np.dtype(float)).kind in "US"]
+    if len(rows) - 1 != len(table) or not text:     # nothing to quote (or a layout not one row a line)
+        out = buf.getvalue()
+    else:
+        masked = {j: np.ma.getmaskarray(table[header[j]]) for j in text}
+
+        def quote(s):
+            return '"' + s.replace('"', '""') + '"'
+
+        def minimal(s):
+            return quote(s) if any(ch in s for ch in ',"\r\n') else s
+
+        lines = [",".join(minimal(s) for s in header)]
+        for i, row in enumerate(rows[1:]):
+            lines.append(",".join(quote(s) if j in masked and not masked[j][i] else minimal(s)
+                                  for j, s in enumerate(row)))
+        out = "\n".join(lines) + "\n"
+    with open(path, "w", newline="") as f:
+        f.write(out)

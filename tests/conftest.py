@@ -1,10 +1,14 @@
 """Test configuration.
 
-* The reference comparisons run in float64 (``jax_enable_x64``).
+* The reference comparisons run in float64 (``jax_enable_x64``); tests/test_float32.py and the
+  solver tests' float32 cases switch it off in their own bodies.
 * One persistent JAX compilation cache for the whole run, ``.jax_cache/`` at the repository
   root (git-ignored): the test processes (pytest-xdist workers), their subprocesses (CLI,
   Dask workers, notebooks) and later runs compile each program once.  A cached program is the
   compiled program itself, so results do not depend on whether it came from the cache.
+* Hypothesis profiles: "ci" (the default) derandomizes every property test, so a run never
+  depends on a random seed; HYPOTHESIS_PROFILE=explore draws new random examples (and keeps
+  failing ones in the example database) to hunt for bugs locally.
 """
 import os
 
@@ -17,5 +21,14 @@ import jax  # noqa: E402  (after the environment that configures its cache)
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_compilation_cache_dir", CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+try:
+    from hypothesis import settings
+except ImportError:  # only the property tests need it
+    pass
+else:
+    settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+    settings.register_profile("explore", derandomize=False)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 DATA = os.path.join(os.path.dirname(__file__), "data")

@@ -1,30 +1,38 @@
 """GALFIT feedme files through ``galmoss-jax galfit``.
 
-The checked-in feedme (tests/data/galfit/ic3478.feedme) fits one Sérsic with the Moffat PSF and
-the mask to the central 64 x 64 pixels (fit region H) of the bundled IC 3478 image; it must
-give what :func:`galmoss_jax.fit` gives on the same crop with the same settings, write a
-4-extension image block with GALFIT's header keywords, and its restart file must fit again to
-the same answer.  Conversions (1-based, region offsets, EXPTIME in the magnitudes, GALFIT's
-sigma from GAIN/RDNOISE/NCOMBINE, mag/arcsec^2) are checked against hand-computed values.
+The checked-in feedme tests/data/galfit/ic3478_64x64.feedme fits one Sérsic (with the mask, no
+PSF) to the central 64 x 64 pixels (fit region H) of the bundled IC 3478 image: the pixels of
+Imfit's 64 x 64 cut-out (``ic3478rss_64x64.fits``; the mask has no bad pixel there).  With
+Imfit's sky, gain and read noise it must reproduce Imfit's published fit of that cut-out (its
+test suite; reference_fits.json), give what :func:`galmoss_jax.fit` gives on the same crop
+(restart values, header), write a 4-extension image block with GALFIT's header keywords, and
+its restart file must fit again to the same answer.  tests/data/galfit/ic3478.feedme, the
+same with the Moffat PSF, checks the PSF path in image-block mode (P = 2: a render, no fit).
+Conversions (1-based, region offsets, EXPTIME in the magnitudes, GALFIT's sigma from
+GAIN/RDNOISE/NCOMBINE, mag/arcsec^2) are checked against hand-computed values.
 """
+import dataclasses
+import json
 import math
 import os
 
 import numpy as np
 import pytest
 from astropy.io import fits
+from scipy.special import gamma, gammaincinv
 
 import galmoss_jax as gj
 from galmoss_jax.cli import main
 from galmoss_jax import fit
-from galmoss_jax.galfit import (feedme_model, format_feedme, galfit_sigma, load_feedme_data, read_constraints,
+from galmoss_jax.galfit import (feedme_model, fit_feedme, format_feedme, galfit_sigma, load_feedme_data, read_constraints,
                                 read_feedme)
 
 HERE = os.path.join(os.path.dirname(__file__), "data", "galfit")
-FEEDME = os.path.join(HERE, "ic3478.feedme")
+FEEDME = os.path.join(HERE, "ic3478_64x64.feedme")
+FEEDME_PSF = os.path.join(HERE, "ic3478.feedme")
 IC = os.path.join(os.path.dirname(gj.__file__), "data", "ic3478")
 EXPTIME = 53.907456          # the image header's EXPTIME (GALFIT puts it in the magnitudes)
-NOISE = ["--gain", "4.725", "--rdnoise", "4.3", "--sky", "130.14"]
+NOISE = ["--gain", "4.725", "--rdnoise", "4.3", "--sky", "130.1"]     # Imfit's for the 64 x 64 fits
 
 
 def _header_value(s):
@@ -34,19 +42,54 @@ def _header_value(s):
 @pytest.fixture(scope="module")
 def ic3478_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("galfit")
-    with pytest.warns(UserWarning, match="normalised"):
-        assert main(["galfit", FEEDME, "--out-dir", str(out)] + NOISE) == 0
+    assert main(["galfit", FEEDME, "--out-dir", str(out)] + NOISE) == 0
     # the same fit by hand: crop [96:160, 97:161] 1-based -> numpy [95:159, 96:160]
     data = fits.getdata(os.path.join(IC, "ic3478rss_256.fits")).astype(float)[95:159, 96:160]
     mask = (fits.getdata(os.path.join(IC, "ic3478rss_256_mask.fits")) == 0)[95:159, 96:160]
-    psf = fits.getdata(os.path.join(IC, "psf_moffat_51.fits")).astype(float)
     model = gj.Model("sersic", bounds={"n": (0.5, 8), "r_e": (2, 200), "x0": (126 - 97, 132 - 97),
                                        "y0": (126 - 96, 132 - 96)})
     init = {"x0": 129.0 - 97, "y0": 129.0 - 96, "mag": 14.5, "r_e": 25.0, "n": 1.5, "q": 0.8, "pa": 18.0}
-    with pytest.warns(UserWarning, match="normalised"):
-        ref = fit(model, data, mask=mask, psf=psf, gain=4.725, read_noise=4.3, sky=130.14,
-                  zeropoint=20.0 + 2.5 * math.log10(EXPTIME), init=init)
+    ref = fit(model, data, mask=mask, gain=4.725, read_noise=4.3, sky=130.1,
+              zeropoint=20.0 + 2.5 * math.log10(EXPTIME), init=init)
     return out, ref, data
+
+
+def test_feedme_reproduces_imfit_64x64(ic3478_run):
+    """The feedme fit of the 64 x 64 region equals Imfit's published fit of the same pixels
+    (``imfit_config_ic3478_64x64b.dat``: sky 130.1, gain 4.725, read noise 4.3, no PSF, no
+    masked pixel), to the tolerances of tests/test_imfit_config.py.  Conversions: the cut-out is
+    ``full[95:159, 96:160]``, so Imfit's 1-based X0 = XC - 96 and Y0 = YC - 95 with GALFIT's
+    1-based XC, YC of the whole image; ell = 1 - q; I_e from the magnitude with the zero point
+    J + 2.5 log10(EXPTIME) and F = 2 pi q r_e^2 I_e n e^b b^(-2n) Gamma(2n)."""
+    out = ic3478_run[0]
+    ref = next(f for f in json.load(open(os.path.join(IC, "reference_fits.json")))["fits"]
+               if f["id"] == "ic3478_64x64_sersic")
+    p, s = ref["params"], ref["params"]["Sersic"]
+    c = read_feedme(os.path.join(out, "galfit.01")).components[0]
+    xc, yc = c.get("1").values
+    mag, r_e, n, q, pa = (c.get(k).values[0] for k in ("3", "4", "5", "9", "10"))
+    with fits.open(os.path.join(out, "imgblock.fits")) as hd:
+        h = hd[2].header
+    err = {k: float(h["1_" + k].split("+/-")[1]) for k in ("XC", "YC", "RE", "N", "AR", "PA")}
+    b = gammaincinv(2 * n, 0.5)
+    flux = 10 ** (-0.4 * (mag - (20.0 + 2.5 * math.log10(EXPTIME))))
+    i_e = flux / (2 * math.pi * q * r_e ** 2 * n * math.exp(b) * b ** (-2 * n) * gamma(2 * n))
+    print(f"\nchi2 {h['CHISQ']:.6f} ({ref['chi2']}), X0 {xc - 96:.5f} ({p['X0'][0]}), Y0 {yc - 95:.5f} "
+          f"({p['Y0'][0]}), PA {pa:.4f} ({s['PA'][0]}), ell {1 - q:.6f} ({s['ell'][0]}), n {n:.5f} ({s['n'][0]}), "
+          f"I_e {i_e:.4f} ({s['I_e'][0]}), r_e {r_e:.4f} ({s['r_e'][0]})")
+    assert h["STATUS"] == 0 and h["NDOF"] == ref["dof"]
+    assert abs(h["CHISQ"] / ref["chi2"] - 1) < 5e-5
+    assert abs(h["CHI2NU"] / ref["reduced_chi2"] - 1) < 5e-5
+    assert abs(xc - 96 - p["X0"][0]) < 0.002 and abs(yc - 95 - p["Y0"][0]) < 0.002
+    assert abs(pa - s["PA"][0]) < 0.002
+    assert abs(1 - q - s["ell"][0]) < 3e-4
+    assert abs(n / s["n"][0] - 1) < 5e-4
+    assert abs(r_e / s["r_e"][0] - 1) < 1e-3
+    assert abs(i_e / s["I_e"][0] - 1) < 2e-3
+    # 1-sigma errors (4 decimals in the header) within 5% of Imfit's; the axis ratio's is ell's
+    for key, (_, ref_err) in (("XC", p["X0"]), ("YC", p["Y0"]), ("RE", s["r_e"]), ("N", s["n"]),
+                              ("AR", s["ell"]), ("PA", s["PA"])):
+        assert abs(err[key] / ref_err - 1) < 0.05, key
 
 
 def test_feedme_fit_matches_python_fit(ic3478_run):
@@ -65,7 +108,7 @@ def test_feedme_fit_matches_python_fit(ic3478_run):
         np.testing.assert_allclose(hd[3].data, hd[1].data - hd[2].data, rtol=0, atol=1e-9)
         h = hd[2].header
         assert h["COMP_1"] == "sersic" and h["FITSECT"] == "[97:160,96:159]" and h["CONVBOX"] == "100, 100"
-        assert h["MAGZPT"] == 20.0 and h["INITFILE"] == "ic3478.feedme"
+        assert h["MAGZPT"] == 20.0 and h["INITFILE"] == "ic3478_64x64.feedme" and h["PSF"] == "none"
         assert h["CHISQ"] == pytest.approx(t["chi2"], rel=1e-9) and h["NDOF"] == t["dof"] and h["NFREE"] == 7
         assert h["NFIX"] == 0
         assert h["CHI2NU"] == pytest.approx(t["chi2_nu"], rel=1e-9)
@@ -75,10 +118,9 @@ def test_feedme_fit_matches_python_fit(ic3478_run):
             val, err = (float(v) for v in h[key].split("+/-"))
             assert val == pytest.approx(t[col] + off, abs=6e-5), key
             assert err == pytest.approx(t[col + "_err"], abs=6e-5), key
-        # the model extension is the PSF-convolved best fit
-        psf = fits.getdata(os.path.join(IC, "psf_moffat_51.fits")).astype(float)
+        # the model extension is the best fit
         mdl = gj.render("sersic", {k.split(".")[1]: float(v[0]) for k, v in ref.values.items()}, (64, 64),
-                        psf=psf / psf.sum(), zeropoint=20.0 + 2.5 * math.log10(EXPTIME))
+                        zeropoint=20.0 + 2.5 * math.log10(EXPTIME))
         np.testing.assert_allclose(hd[2].data, np.asarray(mdl), rtol=1e-10, atol=1e-10)
     log = open(os.path.join(out, "fit.log")).read()
     assert "Restart file    : galfit.01" in log and f"Chi^2 = {t['chi2']:.5f}" in log
@@ -86,8 +128,7 @@ def test_feedme_fit_matches_python_fit(ic3478_run):
 
 def test_restart_file_fits_to_the_same_answer(ic3478_run, capsys):
     out, ref, _ = ic3478_run
-    with pytest.warns(UserWarning, match="normalised"):
-        assert main(["galfit", os.path.join(out, "galfit.01"), "--out-dir", str(out)] + NOISE) == 0
+    assert main(["galfit", os.path.join(out, "galfit.01"), "--out-dir", str(out)] + NOISE) == 0
     assert os.path.exists(os.path.join(out, "galfit.02"))       # the next free number
     a = read_feedme(os.path.join(out, "galfit.01")).components[0]
     b = read_feedme(os.path.join(out, "galfit.02")).components[0]
@@ -221,8 +262,25 @@ def test_model_only_and_imgblock_modes(tmp_path):
     assert not os.path.exists(out / "galfit.01")
 
 
+def test_imgblock_mode_with_psf(tmp_path):
+    """ic3478.feedme (the 64 x 64 region with the Moffat PSF) in P) 2 mode: the model
+    extension is the initial model convolved with the normalised PSF (D), the header names the
+    PSF, the data extension is the region, 1-based centres of the whole image become 0-based
+    ones in the region."""
+    fm = dataclasses.replace(read_feedme(FEEDME_PSF), mode=2)
+    fit_feedme(fm, output_dir=str(tmp_path), gain=4.725, rdnoise=4.3, sky=130.14)
+    psf = fits.getdata(os.path.join(IC, "psf_moffat_51.fits")).astype(float)
+    init = {"x0": 129.0 - 97, "y0": 129.0 - 96, "mag": 14.5, "r_e": 25.0, "n": 1.5, "q": 0.8, "pa": 18.0}
+    mdl = gj.render("sersic", init, (64, 64), psf=psf / psf.sum(), zeropoint=20.0 + 2.5 * math.log10(EXPTIME))
+    with fits.open(tmp_path / "imgblock.fits") as hd:
+        assert len(hd) == 4 and hd[2].header["PSF"].endswith("psf_moffat_51.fits")
+        np.testing.assert_array_equal(hd[1].data, fits.getdata(os.path.join(IC, "ic3478rss_256.fits"))[95:159, 96:160])
+        np.testing.assert_allclose(hd[2].data, np.asarray(mdl), rtol=1e-10, atol=1e-10)
+    assert not os.path.exists(tmp_path / "galfit.01")
+
+
 def test_format_feedme_round_trip(tmp_path):
-    fm = read_feedme(FEEDME)
+    fm = read_feedme(FEEDME_PSF)
     (tmp_path / "again").write_text(format_feedme(fm))
     back = read_feedme(tmp_path / "again")
     assert len(back.components) == len(fm.components)

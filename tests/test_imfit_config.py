@@ -94,6 +94,25 @@ def test_imfit_nfixed_sigma_map_reproduces_imfit(tmp_path):
     assert abs(err["X0"] / ref["params"]["X0"][1] - 1) < 0.05
 
 
+def test_imfit_variance_map_reproduces_imfit():
+    """The n = 2.4 fit with Imfit's variance map (``--errors-are-variances``) and with its sigma
+    map: each chi^2 as Imfit's (4555.947598 and 4555.947592; the maps are float32, so the two
+    differ by ~6e-6), same best fit (the compiled fit of the test above)."""
+    ref = REFS["ic3478_64x64_sersic_nfixed_sigmamap"]
+    cfg = os.path.join(HERE, "imfit_config_ic3478_64x64c.dat")
+    var = fit_imfit(cfg, IMAGE, noise=os.path.join(HERE, "ic3478rss_64x64_variance.fits"), errors_are_variances=True)
+    sig = fit_imfit(cfg, IMAGE, noise=os.path.join(HERE, "ic3478rss_64x64_sigma.fits"))
+    print(f"\nchi2 variance map {var.stats['chi2']:.6f} ({ref['chi2_variance_map']}), "
+          f"sigma map {sig.stats['chi2']:.6f} ({ref['chi2']})")
+    for out, want in ((var, ref["chi2_variance_map"]), (sig, ref["chi2"])):
+        assert out.stats["status"] == 0 and out.stats["dof"] == ref["dof"]
+        assert abs(out.stats["chi2"] / want - 1) < 5e-5
+        assert abs(out.stats["reduced_chi2"] / ref["reduced_chi2"] - 1) < 5e-5
+    assert abs((var.stats["chi2"] - sig.stats["chi2"]) - (ref["chi2_variance_map"] - ref["chi2"])) < 2e-6
+    for a, b in zip(var.best.blocks[0].functions[0].params, sig.best.blocks[0].functions[0].params):
+        assert abs(a.value - b.value) <= 1e-6 * max(abs(b.value), 1.0), a.name
+
+
 def test_intensity_conversions_are_exact():
     """Imfit's I_e / I_0 from galmoss_jax's magnitudes, against the closed forms (b_n from
     SciPy's inverse incomplete gamma)."""
