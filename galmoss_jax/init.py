@@ -6,7 +6,8 @@ For ONE galaxy (host side, NumPy):
   (Astropy ``sigma_clipped_stats``);
 * **centre**: flux-weighted centroid, iterated in a shrinking aperture around the bright part;
 * **q, pa**: second moments of the sky-subtracted light inside ~2.5 half-light radii, minus
-  the PSF's own second moments when a PSF is given;
+  the PSF's own second moments in the same aperture when a PSF is given (each eigenvalue
+  floored at a tenth of the PSF's: a barely resolved source starts round);
 * **mag, r_e**: curve of growth in elliptical apertures (semi-major axis radius, the moments'
   q and pa): the half-light radius r50 and r90, with the PSF's r50 / r90 removed in
   quadrature, and the total flux corrected for the light of the fitted Sérsic that falls
@@ -129,19 +130,24 @@ def _second_moments(w, x, y, xc, yc):
 
 
 def _psf_stats(psf):
-    """Second moments, r50 and r90 (px) of a PSF image."""
+    """r50 and r90 (px) of a PSF image, and a function giving its second moments inside a
+    circle of a given radius (px, PSF pixels) about its centroid."""
     p = np.clip(np.asarray(psf, float), 0, None)
     p = p / p.sum()
     h, w = p.shape
     y, x = np.mgrid[0:h, 0:w].astype(float)
     xc, yc = (p * x).sum(), (p * y).sum()
-    mom = _second_moments(p, x, y, xc, yc)
-    rr = np.hypot(x - xc, y - yc).ravel()
-    o = np.argsort(rr)
+    rr = np.hypot(x - xc, y - yc)
+    o = np.argsort(rr.ravel())
     cum = np.cumsum(p.ravel()[o])
-    r50 = float(np.interp(0.5, cum, rr[o]))
-    r90 = float(np.interp(0.9, cum, rr[o]))
-    return mom, r50, r90
+    r50 = float(np.interp(0.5, cum, rr.ravel()[o]))
+    r90 = float(np.interp(0.9, cum, rr.ravel()[o]))
+
+    def moments(radius):
+        sel = p * (rr < radius)
+        return _second_moments(sel if sel.sum() > 0 else p, x, y, xc, yc)
+
+    return moments, r50, r90
 
 
 def image_moments(data, mask, psf=None, oversample: int = 1):
@@ -180,27 +186,38 @@ def image_moments(data, mask, psf=None, oversample: int = 1):
         xc, yc = (ww * x).sum() / ww.sum(), (ww * y).sum() / ww.sum()
         rad = max(3.0, rad * 0.7)
     psf_mom, psf_r50, psf_r90 = (None, 0.0, 0.0) if psf is None else _psf_stats(psf)
-    if psf is not None and oversample > 1:
-        psf_mom = tuple(m / oversample ** 2 for m in psf_mom)
-        psf_r50, psf_r90 = psf_r50 / oversample, psf_r90 / oversample
+    if psf is not None:
+        f = float(oversample)
+        moments_fine = psf_mom
+        psf_mom = lambda radius: tuple(m / f ** 2 for m in moments_fine(radius * f))   # noqa: E731
+        psf_r50, psf_r90 = psf_r50 / f, psf_r90 / f
     # circular curve of growth for a first half-light radius
     rr = np.hypot(x - xc, y - yc)
     r50c = _cog_radius(rr, img, mask, 0.5)
     q, pa = 1.0, 0.0
     for _ in range(2):  # moments inside an ellipse of ~2.5 r50, then the curve of growth in it
+        radius = max(3.0, 2.5 * r50c)
         if q == 1.0 and pa == 0.0:
-            inside = rr < max(3.0, 2.5 * r50c)
+            inside = rr < radius
         else:
-            inside = _ell_radius(x - xc, y - yc, q, pa) < max(3.0, 2.5 * r50c)
+            inside = _ell_radius(x - xc, y - yc, q, pa) < radius
         sel = w * inside
         if sel.sum() <= 0:
             break
         mxx, myy, mxy = _second_moments(sel, x, y, xc, yc)
-        if psf_mom is not None:   # deconvolve the second moments (exact for Gaussians)
-            mxx, myy, mxy = mxx - psf_mom[0], myy - psf_mom[1], mxy - psf_mom[2]
+        floor = 1e-12
+        if psf_mom is not None:
+            # deconvolve the second moments (exact for Gaussians), the PSF's measured in the same
+            # aperture: a PSF's moments are dominated by its wings (a Moffat's diverge), which a
+            # small galaxy aperture leaves out.  What the galaxy adds to the PSF below a tenth of
+            # the PSF's size is not measurable: the eigenvalues are floored there, so that a
+            # barely resolved source starts round, not at q -> 0 from noise or residual wings.
+            pm = psf_mom(max(radius * math.sqrt(q), 1.0))
+            mxx, myy, mxy = mxx - pm[0], myy - pm[1], mxy - pm[2]
+            floor = max(0.1 * 0.5 * (pm[0] + pm[1]), floor)
         tr, det = mxx + myy, mxx * myy - mxy ** 2
         disc = math.sqrt(max(tr * tr / 4 - det, 0.0))
-        l1, l2 = max(tr / 2 + disc, 1e-12), max(tr / 2 - disc, 1e-12)
+        l1, l2 = max(tr / 2 + disc, floor), max(tr / 2 - disc, floor)
         q = float(np.clip(math.sqrt(l2 / l1), 0.1, 1.0))
         theta = 0.5 * math.degrees(math.atan2(2 * mxy, mxx - myy))   # major axis from +x
         pa = float((theta - 90.0 + 90.0) % 180.0 - 90.0)                # CCW from +y
