@@ -9,7 +9,8 @@ For ONE galaxy (host side, NumPy):
   the PSF's own second moments in the same aperture when a PSF is given (each eigenvalue
   floored at a tenth of the PSF's: a barely resolved source starts round);
 * **mag, r_e**: curve of growth in elliptical apertures (semi-major axis radius, the moments'
-  q and pa): the half-light radius r50 and r90, with the PSF's r50 / r90 removed in
+  q and pa) out to three times the radius where the source fades into the noise (or the
+  stamp edge): the half-light radius r50 and r90, with the PSF's r50 / r90 removed in
   quadrature, and the total flux corrected for the light of the fitted Sérsic that falls
   outside the largest aperture;
 * **n**: the concentration r90 / r50 inverted through the analytic Sérsic curve of growth,
@@ -110,8 +111,10 @@ def sersic_light_fraction(n, x):
 
 
 # ------------------------------------------------------------------------------------- moments
-def _edge_sky(data, mask):
-    """Sigma-clipped median of the two outermost rows and columns (0 if none are used)."""
+def _edge_sky(data, mask, with_noise: bool = False):
+    """Sigma-clipped median of the two outermost rows and columns (0 if none are used); with
+    ``with_noise`` also their sigma-clipped standard deviation (the noise per pixel, 0 if
+    unknown)."""
     from astropy.stats import sigma_clipped_stats
 
     border = np.zeros(data.shape, bool)
@@ -119,9 +122,29 @@ def _edge_sky(data, mask):
     border[:k], border[-k:], border[:, :k], border[:, -k:] = True, True, True, True
     vals = data[border & mask]
     if vals.size < 3:
-        return 0.0
-    _, med, _ = sigma_clipped_stats(vals, sigma=3.0, maxiters=5)
-    return float(med)
+        return (0.0, 0.0) if with_noise else 0.0
+    _, med, std = sigma_clipped_stats(vals, sigma=3.0, maxiters=5)
+    return (float(med), float(std)) if with_noise else float(med)
+
+
+def _signal_radius(r, img, mask, noise, r_max):
+    """Semi-major radius out to which the source is detected: the first of two consecutive
+    1-px elliptical annuli whose mean is below twice its noise (``noise`` per pixel), or
+    ``r_max``.  A faint compact source's curve of growth is measured inside a few times this
+    radius, not out to the stamp edge, where the noise of thousands of pixels (and the error of
+    the sky level times their number) would swamp its light."""
+    if noise <= 0:
+        return r_max
+    below = 0
+    for a in np.arange(1.0, r_max, 1.0):
+        ring = mask & (r >= a) & (r < a + 1.0)
+        k = int(ring.sum())
+        if k == 0:
+            continue
+        below = below + 1 if img[ring].mean() < 2.0 * noise / math.sqrt(k) else 0
+        if below == 2:
+            return float(a - 1.0)
+    return r_max
 
 
 def _second_moments(w, x, y, xc, yc):
@@ -168,7 +191,7 @@ def image_moments(data, mask, psf=None, oversample: int = 1):
     data = np.asarray(data, float)
     mask = np.asarray(mask, bool)
     H, W = data.shape
-    sky = _edge_sky(data, mask)
+    sky, noise = _edge_sky(data, mask, with_noise=True)
     img = np.where(mask, data - sky, 0.0)
     y, x = np.mgrid[0:H, 0:W].astype(float)
     w = np.clip(img, 0, None)
@@ -225,6 +248,7 @@ def image_moments(data, mask, psf=None, oversample: int = 1):
     re_ell = _ell_radius(x - xc, y - yc, q, pa)
     # largest ellipse inside the stamp: its semi-minor axis reaches the nearest edge
     r_max = max(2.0, min(xc + 0.5, W - 0.5 - xc, yc + 0.5, H - 0.5 - yc) / max(q, 1e-3) ** 0.5)
+    r_max = min(r_max, max(4.0, 3.0 * _signal_radius(re_ell, img, mask, noise, r_max)))
     inside = re_ell <= r_max
     f_ap = float(img[inside].sum())
     if f_ap <= 0:

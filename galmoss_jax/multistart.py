@@ -5,7 +5,9 @@
 1. **candidates**: the caller's start (its ``init``, completed by automatic values) and the
    automatic start of :mod:`galmoss_jax.init`, plus a coarse grid around the automatic start:
    every Sérsic index ``n`` of the first free-``n`` component in ``N_GRID`` and all radii
-   (``r_e``, ``r_s``, ``fwhm``, ...) scaled together by ``R_FACTORS`` (5 x 5 = 25 points);
+   (``r_e``, ``r_s``, ``fwhm``, ...) scaled together by ``R_FACTORS`` (5 x 6 = 30 points; the
+   smallest factor, 0.2, reaches barely resolved galaxies, whose image moments are mostly the
+   PSF's);
    centre, q and pa stay at the moments' values;
 2. **screen**: each candidate is rendered once, with a coarser pixel integration
    (:func:`screen_problem`) and no Jacobian, with
@@ -20,7 +22,7 @@
    it, and each galaxy keeps the start that ends with the lowest statistic.
 
 ``starts=1`` skips all this and starts from ``init`` (automatic values where none is given).
-The cost of the screen is 27 coarse renders per galaxy; ``benchmarks/starts.py`` measures it
+The cost of the screen is 32 coarse renders per galaxy; ``benchmarks/starts.py`` measures it
 against ``starts=1``.
 """
 from __future__ import annotations
@@ -39,7 +41,7 @@ from .model import Model
 from .psf import stamp_psf_transform
 
 N_GRID = (0.6, 1.0, 1.8, 3.2, 5.5)           # Sérsic indices of the grid
-R_FACTORS = (0.4, 0.63, 1.0, 1.6, 2.5)       # radius scale factors of the grid
+R_FACTORS = (0.2, 0.4, 0.63, 1.0, 1.6, 2.5)  # radius scale factors of the grid
 _RADIUS_UNITS = ("pixel",)
 
 

@@ -103,3 +103,52 @@ def poor_start(G):
 
 
 SNR_BINS = ((20, 50), (50, 150), (150, 500))
+
+
+# ------------------------------------------------------------------ sizes users meet, two PSFs
+RANGE_NX = 48
+RANGE_PSF_N = 15
+RANGE_FWHM = (1.6, 2.8)          # Moffat (beta 2.5) PSF FWHMs, px: one sharp, one broad
+RANGE_G = 100                    # galaxies per PSF
+SEED_RANGE = 20261202
+
+
+def range_psf(fwhm):
+    """The Moffat (beta 2.5) PSF of FWHM ``fwhm`` px as GalSim draws it, and its 15x15 image
+    sampled at pixel centres (what the fits are given: its wings beyond 7 px are cut off, as
+    a PSF image's are)."""
+    psf = galsim.Moffat(beta=2.5, fwhm=fwhm, gsparams=GSP)
+    img = psf.drawImage(nx=RANGE_PSF_N, ny=RANGE_PSF_N, scale=1.0, method="no_pixel").array.astype(np.float64)
+    return psf, img / img.sum()
+
+
+def range_sample(fwhm, seed=SEED_RANGE, G=RANGE_G):
+    """Sérsic galaxies from barely resolved to large, seen through the PSF of FWHM ``fwhm``:
+    r_e 0.3-10 PSF FWHMs (log-uniform), n 0.5-8 (log-uniform), q 0.25-1, any pa, centre within
+    1 px of the stamp centre, S/N 25-400, 48x48 stamps.  GalSim draws galaxy (x) PSF (x) pixel;
+    beyond its Sérsic limit n = 6.2 galmoss_jax renders the galaxy (with the PSF image).
+    Returns truth, S/N, noiseless images, data, sigma and the PSF image."""
+    rng = np.random.default_rng(seed + int(round(100 * fwhm)))
+    c = (RANGE_NX - 1) / 2.0
+    truth = dict(x0=c + rng.uniform(-1, 1, G), y0=c + rng.uniform(-1, 1, G), mag=rng.uniform(15.0, 18.0, G),
+                 r_e=fwhm * np.exp(rng.uniform(math.log(0.3), math.log(10.0), G)),
+                 n=np.exp(rng.uniform(math.log(0.5), math.log(8.0), G)), q=rng.uniform(0.25, 1.0, G),
+                 pa=rng.uniform(-90.0, 90.0, G))
+    snr = np.exp(rng.uniform(math.log(25.0), math.log(400.0), G))
+    psf, psf_img = range_psf(fwhm)
+    big = galsim.GSParams(maximum_fft_size=32768)
+    clean = []
+    for g in range(G):
+        p = {k: float(truth[k][g]) for k in PARAMS}
+        if p["n"] > 6.2:
+            clean.append(np.asarray(gj.render("sersic", p, (RANGE_NX, RANGE_NX), psf=psf_img, zeropoint=ZP)))
+            continue
+        gal = galsim.Sersic(p["n"], half_light_radius=p["r_e"] * math.sqrt(p["q"]), flux=10.0 ** (-0.4 * (p["mag"] - ZP)),
+                            gsparams=big).shear(galsim.Shear(q=p["q"], beta=(p["pa"] + 90.0) * galsim.degrees))
+        off = galsim.PositionD(p["x0"] - c, p["y0"] - c)
+        clean.append(galsim.Convolve([gal, psf], gsparams=big).drawImage(
+            nx=RANGE_NX, ny=RANGE_NX, scale=1.0, method="auto", offset=off).array.astype(np.float64))
+    clean = np.stack(clean)
+    sigma = noise_sigma(clean, snr)
+    data = clean + rng.normal(size=clean.shape) * sigma
+    return dict(truth=truth, snr=snr, clean=clean, data=data, sigma=sigma, psf=psf_img, fwhm=fwhm)
