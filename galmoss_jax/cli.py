@@ -201,8 +201,8 @@ def cmd_example(args):
     t = res.to_table()
     t.add_column(names, name="name", index=1)
     write_table(t, os.path.join(args.out, "sersic.ecsv"), overwrite=True)
-    write_imgblocks(res, data, sigma, mask, os.path.join(args.out, "sersic"), psf=psf, zeropoint=zp,
-                    overwrite=True)
+    blocks = write_imgblocks(res, data, sigma, mask, os.path.join(args.out, "sersic"), psf=psf, zeropoint=zp,
+                             overwrite=True)
     t.pprint(max_width=200)
     g = 1
     bd = Model("bulge:sersic+disk:exponential", tied={"disk.x0": "bulge.x0", "disk.y0": "bulge.y0"})
@@ -218,10 +218,29 @@ def cmd_example(args):
     t2 = res2.to_table()
     t2.add_column([names[g]], name="name", index=1)
     write_table(t2, os.path.join(args.out, "bulge_disk.ecsv"), overwrite=True)
-    write_imgblocks(res2, data[g], sigma[g], mask[g], os.path.join(args.out, "bulge_disk"), psf=psf[g],
-                    zeropoint=zp, ids=[g], overwrite=True)
+    blocks += write_imgblocks(res2, data[g], sigma[g], mask[g], os.path.join(args.out, "bulge_disk"), psf=psf[g],
+                              zeropoint=zp, ids=[g], overwrite=True)
     t2.pprint(max_width=200)
-    print(f"results and image blocks written under {args.out}")
+    figures = _example_figures(blocks, os.path.join(args.out, "figures"), zp)
+    print(f"results (sersic.ecsv, bulge_disk.ecsv) and image blocks (sersic/, bulge_disk/) written under "
+          f"{args.out}; figures: {', '.join(os.path.relpath(f, args.out) for f in figures)}")
+
+
+def _example_figures(blocks, directory, zeropoint):
+    """Data / model / residual panels and the elliptical-annulus profile of each image block,
+    as PNG files in ``directory``; returns their paths."""
+    from .plot import plot_panels, plot_profile, read_imgblock
+
+    os.makedirs(directory, exist_ok=True)
+    out = []
+    for path in blocks:
+        block = read_imgblock(path)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        prefix = os.path.basename(os.path.dirname(path))
+        for kind, fig in (("panels", plot_panels(block)), ("profile", plot_profile(block, zeropoint=zeropoint))):
+            out.append(os.path.join(directory, f"{prefix}_{stem}_{kind}.png"))
+            fig.savefig(out[-1], dpi=100)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
