@@ -92,7 +92,8 @@ def fd_hessian(data, sig, x, h):
     for i in range(P):
         H[i, i] = (c[(i, 1)] - 2 * c["0"] + c[(i, -1)]) / h[i] ** 2
     for i, j in itertools.combinations(range(P), 2):
-        H[i, j] = H[j, i] = (c[(i, j, 1, 1)] - c[(i, j, 1, -1)] - c[(i, j, -1, 1)] + c[(i, j, -1, -1)]) / (4 * h[i] * h[j])
+        H[i, j] = H[j, i] = ((c[(i, j, 1, 1)] - c[(i, j, 1, -1)] - c[(i, j, -1, 1)] + c[(i, j, -1, -1)])
+                             / (4 * h[i] * h[j]))
     return H
 
 
