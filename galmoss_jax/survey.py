@@ -24,7 +24,9 @@ Each finished batch is written atomically (temporary file + ``os.replace``) as
 options; a run killed at any moment (SIGKILL included) loses at most the batches in flight, and
 ``resume=True`` (CLI ``--resume``) refits only the batches without a part.  At the end the parts
 are merged, in catalogue order, into the output table (written atomically) and the parts
-directory is removed.
+directory is removed.  (Testing hook, inert unless set: with the environment variable
+``GALMOSS_JAX_KILL_AFTER_PART=k`` the process kills itself with SIGKILL right after it has
+written part ``k``, so that tests interrupt a run at a known point instead of racing a clock.)
 
 Devices: each batch is split over the local JAX devices along the galaxy axis
 (``NamedSharding`` over a 1-D mesh); ``batch_size`` is rounded up to a multiple of the device
@@ -52,6 +54,7 @@ import math
 import os
 import queue
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -70,6 +73,7 @@ INPUT_INVALID = int(Status.INPUT_INVALID)
 
 _RESULT_COLUMNS = ("id", "chi2", "chi2_nu", "dof", "n_iter", "status", "status_msg")
 _CATALOG_RESERVED = ("id", "image", "sigma", "mask", "psf", "zeropoint", "gain", "read_noise", "sky")
+KILL_AFTER_PART_ENV = "GALMOSS_JAX_KILL_AFTER_PART"   # testing hook: see the module docstring
 ZP_KEYS = ("MAGZPT", "MAGZP", "ZEROPT", "MAGZERO", "ZP")
 
 
@@ -651,6 +655,8 @@ def write_part(table, parts_dir, index):
     from .results import write_table
 
     write_table(table, _part_path(parts_dir, index), overwrite=True)
+    if os.environ.get(KILL_AFTER_PART_ENV, "").strip() == str(index):   # testing hook (module docstring)
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def read_part(parts_dir, index):

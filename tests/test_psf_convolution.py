@@ -274,6 +274,59 @@ def test_oversampled_psf_matches_galsim():
         assert err <= 1e-3, f"{c}: max|diff|/peak = {err:.3g}"
 
 
+def test_fit_with_oversampled_psf_recovers_galsim_truth():
+    """fit(oversample=3) with a PSF sampled 3x finer than the pixels (Gaussian FWHM 1.5 px,
+    sheared: under-sampled at the image scale) on GalSim images of galaxy (x) PSF (x) pixel
+    (16x16, six galaxies n 0.5-2, r_e 1-3 px, S/N 100): the model at the truth is GalSim's to
+    far below the noise, every fitted parameter is within 3.5 sigma of the truth and chi2_nu ~ 1.
+    With the PSF sampled at the pixel scale instead (oversample=1) the model at the truth is off
+    by chi2 of a few at this S/N: the fine sampling is what the fit relies on."""
+    import _sims as S
+
+    k, shape, c = 3, (16, 16), 7.5
+    gsp = galsim.GSParams(folding_threshold=1e-3, maxk_threshold=1e-4, kvalue_accuracy=1e-6)
+    gpsf = galsim.Gaussian(fwhm=1.5, gsparams=gsp).shear(e1=0.12, e2=0.05)
+    psf = gpsf.drawImage(nx=27, ny=27, scale=1.0 / k, method="no_pixel", dtype=np.float64).array
+    psf /= psf.sum()
+    psf_coarse = gpsf.drawImage(nx=9, ny=9, scale=1.0, method="no_pixel", dtype=np.float64).array
+    psf_coarse /= psf_coarse.sum()
+    cases = [(0.7, 1.0, 0.6, 20.0), (1.0, 1.5, 0.5, -60.0), (1.0, 2.5, 0.7, 75.0), (1.5, 2.0, 0.55, -20.0),
+             (2.0, 3.0, 0.65, 40.0), (0.5, 1.2, 0.45, -85.0)]
+    rng = np.random.default_rng(8)
+    truth = {key: [] for key in S.PARAMS}
+    clean = []
+    for n, r_e, q, pa in cases:
+        x0, y0 = c + rng.uniform(-0.5, 0.5), c + rng.uniform(-0.5, 0.5)
+        for key, v in zip(("n", "r_e", "q", "pa", "x0", "y0", "mag"), (n, r_e, q, pa, x0, y0, 16.0)):
+            truth[key].append(v)
+        gal = galsim.Sersic(n=n, half_light_radius=r_e * np.sqrt(q), flux=10 ** (-0.4 * (16.0 - ZP)), gsparams=gsp
+                            ).shear(q=q, beta=(pa + 90.0) * galsim.degrees)
+        clean.append(galsim.Convolve([gal, gpsf], gsparams=gsp).drawImage(
+            nx=shape[1], ny=shape[0], scale=1.0, method="auto", dtype=np.float64, offset=(x0 - c, y0 - c)).array)
+    clean = np.stack(clean)
+    truth = {key: np.array(v) for key, v in truth.items()}
+    sig = S.noise_sigma(clean, 100.0)
+    fine = np.asarray(gm.render("sersic", truth, shape, psf=psf, oversample=k, zeropoint=ZP, sampling=S.SAMPLING))
+    coarse = np.asarray(gm.render("sersic", truth, shape, psf=psf_coarse, zeropoint=ZP, sampling=S.SAMPLING))
+    d_fine = (((fine - clean) / sig) ** 2).sum(axis=(1, 2))
+    d_coarse = (((coarse - clean) / sig) ** 2).sum(axis=(1, 2))
+    print("\nsum(((model(truth) - GalSim) / sigma)^2): oversample=3", np.round(d_fine, 4),
+          " PSF at the pixel scale", np.round(d_coarse, 2))
+    assert np.all(d_fine < 0.1) and np.median(d_coarse) > 2
+    data = clean + rng.normal(size=clean.shape) * sig
+    init = dict(truth, r_e=truth["r_e"] * 1.15, n=truth["n"] * 0.85, q=np.minimum(truth["q"] * 1.1, 0.95),
+                pa=truth["pa"] + 8.0, mag=truth["mag"] + 0.2, x0=truth["x0"] + 0.3)
+    res = gm.fit("sersic", data, sigma=sig, psf=psf, oversample=k, zeropoint=ZP, sampling=S.SAMPLING, init=init,
+                 starts=1)
+    assert np.all(res.status == 0), res.status_msg
+    assert np.all(np.abs(res.chi2_nu - 1) < 5 * np.sqrt(2.0 / res.dof)), res.chi2_nu
+    for key in S.PARAMS:
+        d = res[key] - truth[key]
+        pull = (S.wrap_pa(d) if key == "pa" else d) / res.errors[f"sersic.{key}"]
+        print(f"  {key:4s} pulls {np.round(pull, 2)}")
+        assert np.all(np.abs(pull) < 3.5), (key, pull)
+
+
 @pytest.mark.parametrize("psf_shape", [(20, 21), (21, 20), (2, 20, 21), (16, 16)])
 def test_even_psf_raises(psf_shape):
     psf = np.ones(psf_shape) / np.prod(psf_shape[-2:])
