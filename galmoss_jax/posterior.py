@@ -127,12 +127,12 @@ def sample_nuts(model, data, sigma, *, init, mask=None, psf=None, zeropoint=None
     the best start, and its fixed values are used) or a dict of starting values.  For a batch
     the galaxies are independent and sampled jointly (their potentials add).
 
-    The sampler's initial inverse mass matrix is the fit's covariance carried into the
+    The sampler runs in coordinates whitened by the fit's covariance carried into the
     unconstrained space (``covariance``: (P, P) or (G, P, P), physical units, order
     ``model.free_names``; by default ``init.covariance`` when ``init`` is a FitResult with
-    finite errors): NUTS then starts with trajectories of the posterior's own shape instead
-    of learning it during warm-up (several times fewer gradient evaluations on a galaxy, whose
-    parameters differ in scale by orders of magnitude).  Warm-up still adapts it.
+    finite errors): the posterior then has unit scale in every direction, which NUTS's step
+    size and mass-matrix adaptation assume (a galaxy's parameters differ in scale by orders of
+    magnitude: without it the trajectories are ~20 times longer).  Warm-up still adapts.
     """
     try:
         from numpyro.infer import MCMC, NUTS
@@ -165,11 +165,22 @@ def sample_nuts(model, data, sigma, *, init, mask=None, psf=None, zeropoint=None
     x0 = jnp.asarray(lay.free_vector(start), dtype=jnp.result_type(float))
     if covariance is None and isinstance(init, FitResult):
         covariance = init.covariance if batched else init.covariance[0]
-    kernel = NUTS(potential_fn=potential, dense_mass=dense_mass, target_accept_prob=target_accept,
-                  inverse_mass_matrix=_inverse_mass(lay, x0, covariance, dense_mass))
+    u0 = lay.to_unconstrained(x0)
+    chol = _whitening(lay, x0, covariance)
+    if chol is None:
+        to_u = lambda z: z   # noqa: E731
+        z0 = u0
+    else:
+        # sample whitened coordinates, u = u0 + L z: numpyro's mass-matrix adaptation then works
+        # on parameters of unit scale (its regularisation adds 1e-3 to the diagonal, which
+        # would swamp a magnitude's variance of ~1e-6 and shrink the step size 30-fold)
+        to_u = lambda z: u0 + (chol @ z.reshape(-1)).reshape(u0.shape)   # noqa: E731
+        z0 = jnp.zeros_like(u0)
+    kernel = NUTS(potential_fn=lambda z: potential(to_u(z)), dense_mass=dense_mass,
+                  target_accept_prob=target_accept)
     mcmc = MCMC(kernel, num_warmup=num_warmup, num_samples=num_samples, progress_bar=progress_bar)
-    mcmc.run(jax.random.PRNGKey(seed), init_params=lay.to_unconstrained(x0), extra_fields=("diverging",))
-    xs = lay.to_physical(mcmc.get_samples())                                    # (N, [G,] P)
+    mcmc.run(jax.random.PRNGKey(seed), init_params=z0, extra_fields=("diverging",))
+    xs = lay.to_physical(jax.vmap(to_u)(mcmc.get_samples()))                    # (N, [G,] P)
     ndiv = int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))
     # fold like a fit result (q <= 1), pa unwrapped around the start
     P = len(free)
@@ -189,27 +200,22 @@ def sample_nuts(model, data, sigma, *, init, mask=None, psf=None, zeropoint=None
                             std={n: v.std(axis=0, ddof=1) for n, v in out.items()})
 
 
-def _inverse_mass(lay, x0, covariance, dense: bool):
-    """The covariance of the free parameters (physical, (P, P) or (G, P, P)) in the sampler's
-    flattened unconstrained coordinates (block-diagonal over galaxies), or None where it is
-    not usable (missing, non-finite or not positive definite)."""
+def _whitening(lay, x0, covariance):
+    """Cholesky factor L of the covariance of the free parameters (physical, (P, P) or
+    (G, P, P)) carried into the flattened unconstrained coordinates (block-diagonal over
+    galaxies), or None where it is not usable (missing, non-finite or not positive definite)."""
     if covariance is None:
         return None
-    cov = np.asarray(covariance, float)
     P = lay.n_free
-    cov = cov.reshape((-1, P, P))
+    cov = np.asarray(covariance, float).reshape((-1, P, P))
     d = np.asarray(lay.physical_derivative(lay.to_unconstrained(x0)), float).reshape(-1, P)   # dx/du
     if cov.shape[0] != d.shape[0] or not np.all(np.isfinite(cov)) or np.any(d == 0):
         return None
-    cu = cov / d[:, :, None] / d[:, None, :]
+    G = cov.shape[0]
+    out = np.zeros((G * P, G * P))
     try:
-        np.linalg.cholesky(cu)
+        for g in range(G):
+            out[g * P:(g + 1) * P, g * P:(g + 1) * P] = np.linalg.cholesky(cov[g] / d[g][:, None] / d[g][None, :])
     except np.linalg.LinAlgError:
         return None
-    if not dense:
-        return jnp.asarray(np.concatenate([np.diagonal(c) for c in cu]))
-    G = cu.shape[0]
-    out = np.zeros((G * P, G * P))
-    for g in range(G):
-        out[g * P:(g + 1) * P, g * P:(g + 1) * P] = cu[g]
     return jnp.asarray(out)
