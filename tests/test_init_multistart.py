@@ -226,12 +226,18 @@ def test_neighbour_mask_with_sep():
 def test_candidates_and_starts_option():
     m = gj.Model("sersic")
     free = m.free_names
-    base = np.array([[15.0, 15.0, 16.0, 3.0, 2.0, 0.6, 10.0]])
+    base = np.array([[15.0, 15.0, 16.0, 5.0, 2.0, 0.6, 10.0]])
     c = candidate_starts(m, base, base)
     assert c.shape == (1, 32, 7)
     i_n, i_r = free.index("sersic.n"), free.index("sersic.r_e")
     assert set(np.round(c[0, 2:, i_n], 3)) == {0.6, 1.0, 1.8, 3.2, 5.5}
-    assert np.allclose(sorted(set(np.round(c[0, 2:, i_r] / 3.0, 3))), [0.2, 0.4, 0.63, 1.0, 1.6, 2.5])
+    assert np.allclose(sorted(set(np.round(c[0, 2:, i_r] / 5.0, 3))), [0.2, 0.4, 0.63, 1.0, 1.6, 2.5])
+    # a grid radius below the lower bound (0.2 px) is kept inside it, never outside
+    small = base.copy()
+    small[0, i_r] = 1.0
+    r = candidate_starts(m, small, small)[0, :, i_r]
+    lo, hi = m.layout.bounds[i_r]
+    assert (r > lo).all() and (r < hi).all() and r.min() < 0.7
     assert parse_starts("auto") == ("auto", 1) and parse_starts(1) == ("none", 1) and parse_starts(4) == ("grid", 4)
     for bad in (0, "many", 2.5, True):
         with pytest.raises(gj.ParameterError, match="starts"):
