@@ -14,7 +14,8 @@ gradient F = dL/du vanishes, so by the implicit function theorem
 loop is never differentiated (``jax.custom_jvp`` on the minimiser, as Optimistix's
 ``ImplicitAdjoint``); forward and reverse mode both work.  The derivative is that of the
 optimum the solver found: exact at a converged fit (status 0), an approximation where it
-stopped early, NaN where the Hessian is singular.
+stopped early, NaN where the Hessian is singular.  The statistic at the optimum moves with
+theta by its partial derivative alone (the envelope theorem: F = 0 there).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from .model import Model, Sampling, _render_one, as_model
 from ._noise import sigma_from_data, usable_pixels
 from .psf import as_psf, stamp_psf_transform
 from .solvers import LevenbergMarquardt, OptaxSolver, as_solver
+from .solvers.lm import LMResult
 from ._status import Status
 
 __all__ = ["solve", "Solution", "Errors", "Problem", "GalaxyData", "solve_batch"]
@@ -181,7 +183,8 @@ def _jtj(problem: Problem, u, galaxy, psf_fft):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _minimise(problem: Problem, u0, galaxy, psf_fft):
-    """(u*, J^T J at u*, n_iter, status) from the start ``u0``."""
+    """(u*, J^T J at u*, n_iter, status, L at u*) from the start ``u0``; L is the sum of squared
+    residuals, as the solver found it (no second rendering of the model)."""
     res = problem.solver.minimise(lambda u, a: problem.residuals(u, *a), u0, (galaxy, psf_fft))
     if problem.solver.gives_jtj:
         jtj = res.jtj
@@ -189,7 +192,11 @@ def _minimise(problem: Problem, u0, galaxy, psf_fft):
         jtj = _jtj(problem, res.u, galaxy, psf_fft)
     else:
         jtj = jnp.zeros((u0.shape[0],) * 2, u0.dtype)
-    return res.u, jtj, res.n_iter, res.status
+    if isinstance(res, LMResult):   # LM keeps chi2 = 0 for a start it could not evaluate
+        value = jnp.where(res.status == Status.NONFINITE, jnp.nan, res.chi2)
+    else:
+        value = res.loss
+    return res.u, jtj, res.n_iter, res.status, value
 
 
 @_minimise.defjvp
@@ -198,6 +205,8 @@ def _minimise_jvp(problem, primals, tangents):
     _, d_galaxy, d_psf = tangents
     out = _minimise(problem, u0, galaxy, psf_fft)
     u, jtj = out[0], out[1]
+    # the value at the optimum: its partial derivative (dL/du = 0 there)
+    _, d_value = jax.jvp(lambda g, k: _loss(problem, u, g, k), (galaxy, psf_fft), (d_galaxy, d_psf))
 
     gradient = jax.grad(functools.partial(_loss, problem))   # F = dL/du, zero at the optimum
 
@@ -208,7 +217,7 @@ def _minimise_jvp(problem, primals, tangents):
     if problem.errors is Errors.NONE and not problem.solver.gives_jtj:
         d_jtj = jnp.zeros_like(jtj)
     int_zero = np.zeros((), jax.dtypes.float0)
-    return out, (du, d_jtj, int_zero, int_zero)
+    return out, (du, d_jtj, int_zero, int_zero, d_value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,9 +253,12 @@ def _covariance(problem: Problem, u, jtj, galaxy, psf_fft):
 def _solve_one(problem: Problem, u0, galaxy: GalaxyData, psf) -> Solution:
     """The engine for one galaxy: ``u0`` (P,) unconstrained start, ``psf`` (h, w) or None."""
     psf_fft = None if psf is None else stamp_psf_transform(psf, problem.shape, problem.oversample)
-    u, jtj, n_iter, status = _minimise(problem, u0, galaxy, psf_fft)
+    u, jtj, n_iter, status, value = _minimise(problem, u0, galaxy, psf_fft)
     x = problem.layout.to_physical(u)
-    value = galaxy.statistic(problem.stat, problem.render(x, galaxy, psf_fft))
+    if problem.stat is Statistic.CASH:
+        # Cash's C differs from the sum of squared (PMLR) residuals the solver minimised by a
+        # term of the data alone
+        value = galaxy.statistic(problem.stat, problem.render(x, galaxy, psf_fft))
     P = u.shape[0]
     if problem.errors is Errors.NONE or P == 0:
         cov = jnp.full((P, P), jnp.nan, x.dtype)

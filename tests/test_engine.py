@@ -129,7 +129,8 @@ def test_derivatives_in_zeropoint_and_psf_width(batch):
 
 def test_data_derivative_of_a_linear_flux_fit():
     """Only the magnitude free: the least-squares flux is F = sum(d t / s^2) / sum(t^2 / s^2)
-    for the unit-flux template t, so d mag / d data_i = -2.5 / (F ln 10) t_i / s_i^2 / sum(t^2 / s^2)."""
+    for the unit-flux template t, so d mag / d data_i = -2.5 / (F ln 10) t_i / s_i^2 / sum(t^2 / s^2);
+    and chi2 at the optimum moves as 2 (d_i - F t_i) / s_i^2 (reverse mode, one program for both)."""
     model = gj.Model("sersic", fixed={k: v for k, v in TRUTH.items() if k != "mag"})
     t = np.asarray(gj.render(model, {"mag": ZP}, (S, S), psf=PSF, zeropoint=ZP))    # flux 1
     rng = np.random.default_rng(2)
@@ -137,9 +138,15 @@ def test_data_derivative_of_a_linear_flux_fit():
     data = 50.0 * t + sigma * rng.normal(size=(S, S))
     F = np.sum(data * t / sigma ** 2) / np.sum(t ** 2 / sigma ** 2)
     want = -2.5 / (F * np.log(10)) * t / sigma ** 2 / np.sum(t ** 2 / sigma ** 2)
-    grad = jax.grad(lambda d: gj.solve(model, d, sigma=sigma, init={"mag": 20.0}, psf=PSF,
-                                       zeropoint=ZP).params["sersic.mag"])(jnp.asarray(data))
+
+    def mag_and_chi2(d):
+        sol = gj.solve(model, d, sigma=sigma, init={"mag": 20.0}, psf=PSF, zeropoint=ZP)
+        return sol.params["sersic.mag"], sol.chi2
+
+    grad, grad_chi2 = jax.jacrev(mag_and_chi2)(jnp.asarray(data))
     np.testing.assert_allclose(np.asarray(grad), want, rtol=1e-5, atol=1e-8 * np.abs(want).max())
+    want_chi2 = 2.0 * (data - F * t) / sigma ** 2
+    np.testing.assert_allclose(np.asarray(grad_chi2), want_chi2, rtol=1e-5, atol=1e-8 * np.abs(want_chi2).max())
 
 
 def test_render_is_differentiable_in_a_traced_psf_and_zeropoint():
