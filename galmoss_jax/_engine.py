@@ -170,15 +170,27 @@ class Solution(eqx.Module):
 # ---------------------------------------------------------------------------------------------
 # the minimiser, differentiated implicitly
 # ---------------------------------------------------------------------------------------------
-def _loss(problem: Problem, u, galaxy, psf_fft):
-    r = problem.residuals(u, galaxy, psf_fft)
-    return jnp.sum(r * r)
-
-
 def _jtj(problem: Problem, u, galaxy, psf_fft):
     """J^T J of the residuals in the unconstrained space (J by forward mode, P tangents)."""
     jac = jax.jacfwd(problem.residuals)(u, galaxy, psf_fft)
     return jnp.matmul(jac.T, jac, precision=_HIGHEST)
+
+
+def _normal_parts(problem: Problem, u, galaxy, psf_fft):
+    """(J^T J, J^T r, L = r^T r) at ``u``, from one forward-mode Jacobian of the residuals r.
+
+    The gradient of the statistic L is F = 2 J^T r.  The implicit derivative below takes every
+    derivative it needs of this one function in forward mode (forward over forward): that
+    compiles in about half the time of a gradient by reverse mode differentiated again, and
+    reverse-mode differentiation of a fit still works (the tangent rule is linear in the
+    tangents, which JAX transposes)."""
+    def res(v):
+        r = problem.residuals(v, galaxy, psf_fft)
+        return r, r
+
+    jac, r = jax.jacfwd(res, has_aux=True)(u)
+    return (jnp.matmul(jac.T, jac, precision=_HIGHEST), jnp.matmul(jac.T, r, precision=_HIGHEST),
+            jnp.sum(r * r))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
@@ -205,15 +217,14 @@ def _minimise_jvp(problem, primals, tangents):
     _, d_galaxy, d_psf = tangents
     out = _minimise(problem, u0, galaxy, psf_fft)
     u, jtj = out[0], out[1]
-    # the value at the optimum: its partial derivative (dL/du = 0 there)
-    _, d_value = jax.jvp(lambda g, k: _loss(problem, u, g, k), (galaxy, psf_fft), (d_galaxy, d_psf))
-
-    gradient = jax.grad(functools.partial(_loss, problem))   # F = dL/du, zero at the optimum
-
-    hess = jax.jacfwd(gradient)(u, galaxy, psf_fft)
-    _, rhs = jax.jvp(lambda g, k: gradient(u, g, k), (galaxy, psf_fft), (d_galaxy, d_psf))
-    du = -jnp.linalg.solve(hess, rhs)
-    _, d_jtj = jax.jvp(functools.partial(_jtj, problem), (u, galaxy, psf_fft), (du, d_galaxy, d_psf))
+    parts = functools.partial(_normal_parts, problem)
+    # derivatives in u (no tangent in them): dF/du = H, and d(J^T J)/du
+    djtj_du, djtr_du, _ = jax.jacfwd(parts)(u, galaxy, psf_fft)
+    # derivatives along the inputs' tangents: dF/dtheta, d(J^T J)/dtheta and the value's
+    # partial derivative (the envelope theorem: dL/du = 0 at the optimum)
+    _, (d_jtj, d_jtr, d_value) = jax.jvp(lambda g, k: parts(u, g, k), (galaxy, psf_fft), (d_galaxy, d_psf))
+    du = -jnp.linalg.solve(djtr_du, d_jtr)          # -H^-1 dF/dtheta (the factors 2 cancel)
+    d_jtj = d_jtj + jnp.tensordot(djtj_du, du, axes=1)
     if problem.errors is Errors.NONE and not problem.solver.gives_jtj:
         d_jtj = jnp.zeros_like(jtj)
     int_zero = np.zeros((), jax.dtypes.float0)
