@@ -51,16 +51,8 @@ with open(os.path.join(HERE, "references.json")) as _fh:
     REFS = json.load(_fh)["ic3478"]
 GAIN, RN, SKY = 4.725, 4.3, 130.14
 
-# perwin/imfit examples/config_sersic_ic3478_256.dat (Imfit's starting values and limits)
-IC_CONFIG = """X0   129.0    125,135
-Y0   129.0    125,135
-FUNCTION Sersic
-PA    18.0    0,90
-ell    0.2    0,1
-n      1.5    0,5
-I_e    15     0,500
-r_e    25     0,100
-"""
+# Imfit's starting values and limits (perwin/imfit examples/config_sersic_ic3478_256.dat)
+IC_CONFIG = os.path.join(HERE, "config_sersic_ic3478_256.dat")
 # the screened start from which `galmoss-jax fit --stat poisson-mlr` ended with status 2 at
 # n_iter 0 before the PMLR residuals were made smooth where the model meets the data
 SCREENED_START = [128.90451, 129.03799, 15.329498, 0.12857139, 3.2, 9.1499462, 91.444298]

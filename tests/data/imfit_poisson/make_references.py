@@ -19,25 +19,7 @@ from astropy.io import fits
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 IC = os.path.join(HERE, "..", "..", "..", "galmoss_jax", "data", "ic3478")
-IC_CONFIG = """X0   129.0    125,135
-Y0   129.0    125,135
-FUNCTION Sersic
-PA    18.0    0,90
-ell    0.2    0,1
-n      1.5    0,5
-I_e    15     0,500
-r_e    25     0,100
-"""   # perwin/imfit examples/config_sersic_ic3478_256.dat without its comments
-
-
-def _desc(text):
-    path = os.path.join(HERE, "_tmp_config.dat")
-    with open(path, "w") as fh:
-        fh.write(text)
-    try:
-        return pyimfit.ModelDescription.load(path)
-    finally:
-        os.remove(path)
+IC_CONFIG = os.path.join(HERE, "config_sersic_ic3478_256.dat")   # read by the tests as well
 
 
 def _fit(f, solver):
@@ -52,7 +34,7 @@ def ic3478():
     img = fits.getdata(os.path.join(IC, "ic3478rss_256.fits")).astype(float)
     mask = fits.getdata(os.path.join(IC, "ic3478rss_256_mask.fits")).astype(float)
     psf = fits.getdata(os.path.join(IC, "psf_moffat_51.fits")).astype(float)
-    desc = _desc(IC_CONFIG)
+    desc = pyimfit.ModelDescription.load(IC_CONFIG)
     load = dict(mask=mask, gain=4.725, read_noise=4.3, original_sky=130.14)
     stats = {"poisson-mlr": dict(use_poisson_mlr=True), "cash": dict(use_cash_statistics=True)}
     out = {"settings": "ic3478rss_256.fits, mask ic3478rss_256_mask.fits, PSF psf_moffat_51.fits (normalised by "
