@@ -79,6 +79,15 @@ def _zeropoint(args, image_path, model):
     return None
 
 
+_SAMPLING_HELP = ("pixel-integration settings changed from the defaults (galmoss_jax.Sampling), e.g. "
+                  "psf_window=0 for GALFIT's and Imfit's convolution of pixel-integrated samples")
+
+
+def _sampling(args):
+    from .model import Sampling
+    return None if args.sampling is None else Sampling.from_text(args.sampling)
+
+
 def cmd_render(args):
     from .io import check_output, read_image, read_table, write_image
     from .model import Model, render
@@ -91,7 +100,8 @@ def cmd_render(args):
     else:
         params = _table_params(model, read_table(args.params_table, name="--params-table"), "--params-table")
     psf = read_image(args.psf, name="--psf") if args.psf else None
-    img = np.asarray(render(model, params, shape, psf=psf, zeropoint=args.zeropoint, oversample=args.oversample))
+    img = np.asarray(render(model, params, shape, psf=psf, zeropoint=args.zeropoint, oversample=args.oversample,
+                            sampling=_sampling(args)))
     write_image(img, args.out, overwrite=args.overwrite, name="--out")
     print(f"wrote {args.out} {img.shape}")
 
@@ -136,7 +146,7 @@ def fit_options(args):
     return FitOptions(stat=args.stat, solver=args.solver, max_iter=args.max_iter, oversample=args.oversample,
                       scale_errors=args.scale_errors, starts=parse_starts_option(args.starts),
                       mask_neighbours=args.mask_neighbours, errors=errors, bootstrap=n_boot,
-                      bootstrap_method=args.bootstrap_method)
+                      bootstrap_method=args.bootstrap_method, sampling=_sampling(args))
 
 
 def cmd_fit(args):
@@ -257,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--zeropoint", type=float, help="magnitude zero point")
     r.add_argument("--psf", help="PSF FITS image (odd sides, centred)")
     r.add_argument("--oversample", type=int, default=1, help="PSF fine-sampling factor")
+    r.add_argument("--sampling", metavar="NAME=N[,NAME=N...]", help=_SAMPLING_HELP)
     r.add_argument("--out", required=True, help="output FITS image")
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(func=cmd_render)
@@ -269,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--sky", type=float, default=0.0, help="sky level already subtracted, image units")
     f.add_argument("--psf", help="PSF FITS image or (G, h, w) cube")
     f.add_argument("--oversample", type=int, default=1, help="PSF fine-sampling factor")
+    f.add_argument("--sampling", metavar="NAME=N[,NAME=N...]", help=_SAMPLING_HELP)
     f.add_argument("--mask", help="bad-pixel mask (FITS, non-zero = bad)")
     f.add_argument("--model", default="sersic", help="profile name or named components (default sersic)")
     f.add_argument("--init", help="table of initial values, one row per galaxy, result-table column names")

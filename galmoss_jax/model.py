@@ -66,6 +66,35 @@ class Sampling:
     fine_n_theta: int = 24
     fine_n_r: int = 12
 
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            # node counts and the sub-sampling factor are >= 1; windows may be 0 (off), as n_base
+            # (the corrected midpoint rule)
+            least = 0 if f.name.endswith("window") or f.name == "n_base" else 1
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+                raise ParameterError(f"Sampling.{f.name} must be an integer >= {least}, got {v!r}")
+            object.__setattr__(self, f.name, int(v))
+
+    @classmethod
+    def from_text(cls, text: str) -> "Sampling":
+        """The defaults with ``"name=value,name=value"`` changed (the CLI's ``--sampling``),
+        e.g. ``"psf_window=0"`` (GALFIT's and Imfit's convolution of pixel-integrated samples)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        kw = {}
+        for item in (t.strip() for t in text.split(",")):
+            if not item:
+                continue
+            k, sep, v = (t.strip() for t in item.partition("="))
+            if not sep or k not in names:
+                raise ParameterError(f"--sampling: expected NAME=INTEGER with NAME one of {', '.join(names)}; "
+                                     f"got {item!r}")
+            try:
+                kw[k] = int(v)
+            except ValueError:
+                raise ParameterError(f"--sampling: {k} must be an integer, got {v!r}") from None
+        return cls(**kw)
+
     def quadrature(self, *, psf_window_on: bool = False, fine: bool = False) -> dict:
         """Keyword arguments of :func:`galmoss_jax.sampling.integrate_pixels`: for the image
         grid (``fine=False``; ``psf_window_on`` when a sub-pixel PSF window takes the centre)
