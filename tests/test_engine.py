@@ -45,16 +45,22 @@ def batch():
     return data, sigma
 
 
+_TRACES = []
+
+
+@jax.jit
+@jax.vmap
+def _pipeline(d, s, m):
+    """The fit of a batch under jit(vmap(solve)) (one compiled program for the tests below)."""
+    _TRACES.append(1)
+    return gj.solve("sersic", d, sigma=s, mask=m, init=INIT, psf=PSF, zeropoint=ZP)
+
+
 def test_jit_vmap_solve_equals_fit_and_traces_once(batch):
     data, sigma = batch
-    traces = []
-
-    def one(d, s):
-        traces.append(1)
-        return gj.solve("sersic", d, sigma=s, init=INIT, psf=PSF, zeropoint=ZP)
-
-    pipeline = jax.jit(jax.vmap(one))
-    sol = pipeline(jnp.asarray(data), jnp.asarray(sigma))
+    every = jnp.ones(data.shape, bool)
+    sol = _pipeline(jnp.asarray(data), jnp.asarray(sigma), every)
+    traces = len(_TRACES)
     res = gj.fit("sersic", data, sigma=sigma, psf=PSF, zeropoint=ZP, init=INIT, starts=1)
     np.testing.assert_allclose(np.asarray(sol.chi2), res.chi2, rtol=1e-4)
     assert np.all(np.asarray(sol.status) == 0) and np.all(res.status == 0)
@@ -63,8 +69,8 @@ def test_jit_vmap_solve_equals_fit_and_traces_once(batch):
     np.testing.assert_allclose(np.sqrt(np.diagonal(np.asarray(sol.covariance), axis1=1, axis2=2)),
                                np.sqrt(np.diagonal(res.covariance, axis1=1, axis2=2)), rtol=1e-3)
     # a second batch of the same shapes: no new trace, no new compile
-    again = pipeline(jnp.asarray(data[::-1]), jnp.asarray(sigma))
-    assert len(traces) == 1
+    again = _pipeline(jnp.asarray(data[::-1]), jnp.asarray(sigma), every)
+    assert len(_TRACES) == traces
     np.testing.assert_allclose(np.asarray(again.chi2), np.asarray(sol.chi2)[::-1], rtol=1e-6)
 
 
@@ -223,10 +229,14 @@ def test_solve_refuses_structural_mistakes(batch):
 def test_bad_pixels_and_empty_stamps_are_values_not_errors(batch):
     """Under jit nothing can be raised: NaN pixels are not used, an all-masked stamp is status 5."""
     data, sigma = batch
-    d = data[0].copy()
-    d[3, 4] = np.nan
-    f = jax.jit(lambda d, m: gj.solve("sersic", d, sigma=sigma[0], mask=m, init=INIT, psf=PSF, zeropoint=ZP))
-    sol = f(jnp.asarray(d), jnp.ones((S, S), bool))
-    assert int(sol.n_pixels) == S * S - 1 and int(sol.status) == 0 and np.isfinite(float(sol.chi2))
-    empty = f(jnp.asarray(d), jnp.zeros((S, S), bool))
-    assert int(empty.status) == gj.Status.NO_DATA
+    d = data.copy()
+    d[0, 3, 4] = np.nan
+    mask = np.ones(data.shape, bool)
+    mask[1] = False                       # galaxy 1: nothing left to fit
+    sol = _pipeline(jnp.asarray(d), jnp.asarray(sigma), jnp.asarray(mask))
+    assert int(sol.n_pixels[0]) == S * S - 1 and int(sol.status[0]) == 0 and np.isfinite(float(sol.chi2[0]))
+    assert int(sol.status[1]) == gj.Status.NO_DATA
+    # the third galaxy is untouched by its neighbours' NaN pixel and empty stamp
+    clean = _pipeline(jnp.asarray(data), jnp.asarray(sigma), jnp.ones(data.shape, bool))
+    np.testing.assert_allclose(float(sol.chi2[2]), float(clean.chi2[2]), rtol=1e-9)
+    assert int(sol.status[2]) == 0
