@@ -197,7 +197,8 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     G = galaxies.data.shape[0]
     put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
     run = functools.partial(solve_batch, problem, galaxies=galaxies, psf=inputs.psf, psf_batched=inputs.psf_batched,
-                            chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put)
+                            chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put,
+                            refill=sharding is None)
     sol = _fit_from_starts(problem, run, start, guesses, galaxies, inputs, options)
     return _result(problem, sol, galaxies, inputs, options, run)
 
