@@ -307,10 +307,12 @@ def _solve_vmapped(problem: Problem, u0, galaxies: GalaxyData, psf, psf_batched:
         u0, galaxies, psf)
 
 
-@functools.partial(jax.jit, static_argnames=("problem", "psf_batched", "lanes"))
-def _solve_refill(problem: Problem, u0, galaxies: GalaxyData, psf, n_real, psf_batched: bool, lanes: int):
-    """The batch ``u0`` (Q, P) in ``lanes`` refilled lanes (:mod:`galmoss_jax.solvers.queue`):
-    the galaxies ``0 .. n_real - 1`` are fitted, one compiled program per (problem, Q, lanes).
+@functools.partial(jax.jit, static_argnames=("problem", "psf_batched", "lanes", "block"))
+def _solve_refill(problem: Problem, u0, galaxies: GalaxyData, psf, n_real, psf_batched: bool, lanes: int,
+                  block: int | None = None):
+    """The batch ``u0`` (Q, P) in ``lanes`` refilled lanes (:mod:`galmoss_jax.solvers.queue`),
+    stepped in blocks of ``block``: the galaxies ``0 .. n_real - 1`` are fitted, one compiled
+    program per (problem, Q, lanes, block).
     Returns the (Q,) :class:`Solution` (rows from ``n_real`` on are not fits) and the
     :class:`RefillStats`.  Each galaxy's result is that of :func:`_solve_one` (same solver
     pieces, same post-processing), to the rounding of a vmapped evaluation."""
@@ -327,7 +329,7 @@ def _solve_refill(problem: Problem, u0, galaxies: GalaxyData, psf, n_real, psf_b
     else:   # a shared PSF's transform is computed once and closed over by every lane's step
         parts = problem.solver.parts(lambda u, g: problem.residuals(u, g, psf_fft), P, u0.dtype)
         args = galaxies
-    states, stats = refill_minimise(parts, u0, args, lanes=lanes, n_real=n_real)
+    states, stats = refill_minimise(parts, u0, args, lanes=lanes, block=block, n_real=n_real)
 
     def finish(state, galaxy, k):
         out = _solver_outputs(problem, parts.result(state), galaxy, k)
@@ -489,6 +491,18 @@ def uses_refill(problem: Problem, chunk: int) -> bool:
     return chunk > 1 and hasattr(problem.solver, "parts")
 
 
+#: the vmapped width of refilled lanes on CPU: there a lane-step costs about the same at any
+#: width (benchmarks/refill.py: 64 lanes ~ one galaxy at a time per lane-step), so the lanes
+#: run in narrow blocks and a pass steps only the blocks with a busy lane; an accelerator
+#: steps all lanes at once
+CPU_BLOCK = 8
+
+
+def lane_block(lanes: int) -> int:
+    """The vmapped width of ``lanes`` refilled lanes on this backend."""
+    return min(lanes, CPU_BLOCK) if jax.default_backend() == "cpu" else lanes
+
+
 def queue_length(G: int, lanes: int) -> int:
     """Galaxies per refilled call: ``lanes`` times the smallest power of two that holds ``G``,
     at most ``lanes * QUEUE_FACTOR``."""
@@ -511,7 +525,8 @@ def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_bat
     (:mod:`galmoss_jax.solvers.queue`): a call takes a queue of up to ``chunk *
     QUEUE_FACTOR`` galaxies (padded to :func:`queue_length`, the padding never fitted), and a
     lane whose galaxy is done takes the next waiting one, so a call costs the sum of its
-    galaxies' iterations, not ``chunk`` times the slowest.  Otherwise (``chunk == 1``, Optax
+    galaxies' iterations, not ``chunk`` times the slowest (on CPU the lanes are stepped in
+    blocks of :data:`CPU_BLOCK`, idle blocks skipped: :func:`lane_block`).  Otherwise (``chunk == 1``, Optax
     solvers, ``refill=False``) consecutive chunks of ``chunk`` galaxies each run one vmapped
     program to the slowest member's end (a short chunk is padded with copies of its last
     galaxy).  Either way one compiled program serves every call of a batch, and each galaxy's
@@ -533,7 +548,7 @@ def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_bat
         with jax.enable_x64(x64):
             args = (take(u0), jax.tree.map(take, galaxies), take(psf) if psf_batched else shared)
             if refilled:
-                sol, stats = _solve_refill(problem, *args, np.int32(n_real), psf_batched, chunk)
+                sol, stats = _solve_refill(problem, *args, np.int32(n_real), psf_batched, chunk, lane_block(chunk))
                 stats = jax.tree.map(np.asarray, stats)
                 for record in list(_refill_records):
                     record.append(stats)

@@ -77,6 +77,22 @@ def test_refilled_lanes_equal_single_solves_and_cost_the_sum_of_passes():
     assert 0.8 <= float(stats.occupancy) <= 1.0
 
 
+def test_lanes_stepped_in_blocks_skip_the_idle_ones():
+    parts = lm_parts(rosenbrock, 2, jnp.float64, max_iter=MAX)
+    run = jax.jit(lambda u0, a, block: refill_minimise(parts, u0, a, lanes=6, block=block), static_argnums=2)
+    wide, w = run(jnp.asarray(STARTS), jnp.asarray(SCALES), None)
+    narrow, n = run(jnp.asarray(STARTS), jnp.asarray(SCALES), 2)
+    for a, b in zip(wide, narrow):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12, atol=1e-14)
+    passes = np.asarray(wide.n_iter) + 1
+    assert int(n.passes) == int(w.passes) == schedule(list(passes), 6)
+    assert int(n.evaluations) == int(w.evaluations) == passes.sum()
+    assert int(w.lane_steps) == 6 * int(w.passes)
+    # the blocks run hold every busy lane, in whole blocks of 2
+    assert passes.sum() <= int(n.lane_steps) < passes.sum() + 2 * int(n.passes)
+    assert float(n.occupancy) > float(w.occupancy)
+
+
 def test_a_queue_padded_past_the_batch_fits_only_its_real_problems():
     parts = lm_parts(rosenbrock, 2, jnp.float64, max_iter=MAX)
     run = jax.jit(lambda u0, a, n: refill_minimise(parts, u0, a, lanes=4, n_real=n))
@@ -185,9 +201,14 @@ def test_fit_in_refilled_lanes_equals_one_galaxy_at_a_time(galaxies, singles):
         assert np.all(np.abs(pull) < 5), (k, pull)
 
 
-def test_per_galaxy_psf_in_refilled_lanes(galaxies, singles):
+def test_per_galaxy_psf_in_refilled_lanes_stepped_in_blocks(galaxies, singles, monkeypatch):
     data, sigma, psf, init = galaxies
     cube = np.broadcast_to(psf, (G,) + psf.shape)
+    monkeypatch.setattr(_engine, "CPU_BLOCK", 2)
     res, record = _fit(galaxies, 3, psf=cube)
     _assert_same_fits(res, singles)
-    assert len(record) == 1
+    (stats,) = record
+    passes = res.n_iter + 1
+    if jax.default_backend() == "cpu":   # 3 lanes in blocks of 2: 4 lanes
+        assert int(stats.lanes) == 4 and int(stats.passes) == schedule(list(passes), 4)
+        assert int(stats.lane_steps) < 4 * int(stats.passes)
