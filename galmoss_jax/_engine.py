@@ -491,11 +491,12 @@ def uses_refill(problem: Problem, chunk: int) -> bool:
     return chunk > 1 and hasattr(problem.solver, "parts")
 
 
-#: the vmapped width of refilled lanes on CPU: there a lane-step costs about the same at any
-#: width (benchmarks/refill.py: 64 lanes ~ one galaxy at a time per lane-step), so the lanes
-#: run in narrow blocks and a pass steps only the blocks with a busy lane; an accelerator
-#: steps all lanes at once
-CPU_BLOCK = 8
+#: the vmapped width of refilled lanes on CPU.  There a wider step is not cheaper per lane
+#: (benchmarks/refill.py, one core: 64 lanes in blocks of 1, 2, 4, 8 took 0.82, 0.88, 1.03,
+#: 0.99 x the CPU time of one galaxy per call), so a pass steps each busy lane on its own:
+#: the arithmetic of a galaxy is then exactly that of a single fit, and no lane-step is idle.
+#: An accelerator steps all lanes at once.
+CPU_BLOCK = 1
 
 
 def lane_block(lanes: int) -> int:
@@ -525,8 +526,8 @@ def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_bat
     (:mod:`galmoss_jax.solvers.queue`): a call takes a queue of up to ``chunk *
     QUEUE_FACTOR`` galaxies (padded to :func:`queue_length`, the padding never fitted), and a
     lane whose galaxy is done takes the next waiting one, so a call costs the sum of its
-    galaxies' iterations, not ``chunk`` times the slowest (on CPU the lanes are stepped in
-    blocks of :data:`CPU_BLOCK`, idle blocks skipped: :func:`lane_block`).  Otherwise (``chunk == 1``, Optax
+    galaxies' iterations, not ``chunk`` times the slowest (on CPU the busy lanes are stepped
+    in blocks of :data:`CPU_BLOCK`, idle ones skipped: :func:`lane_block`).  Otherwise (``chunk == 1``, Optax
     solvers, ``refill=False``) consecutive chunks of ``chunk`` galaxies each run one vmapped
     program to the slowest member's end (a short chunk is padded with copies of its last
     galaxy).  Either way one compiled program serves every call of a batch, and each galaxy's

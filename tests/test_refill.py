@@ -174,7 +174,8 @@ def _assert_same_fits(res, ref):
         np.testing.assert_allclose(res.errors[f"gaussian.{k}"][good], e, rtol=1e-5)
 
 
-def test_fit_in_refilled_lanes_equals_one_galaxy_at_a_time(galaxies, singles):
+def test_fit_in_refilled_lanes_equals_one_galaxy_at_a_time(galaxies, singles, monkeypatch):
+    monkeypatch.setattr(_engine, "CPU_BLOCK", 3)     # all lanes in one vmapped step, as on a GPU
     res, record = _fit(galaxies, 3)
     _assert_same_fits(res, singles)
     # one call: the 7 galaxies in a queue of 12 (3 lanes x 4; the padding is never fitted)
@@ -212,3 +213,16 @@ def test_per_galaxy_psf_in_refilled_lanes_stepped_in_blocks(galaxies, singles, m
     if jax.default_backend() == "cpu":   # 3 lanes in blocks of 2: 4 lanes
         assert int(stats.lanes) == 4 and int(stats.passes) == schedule(list(passes), 4)
         assert int(stats.lane_steps) < 4 * int(stats.passes)
+
+
+def test_cpu_default_steps_each_busy_lane_alone(galaxies, singles):
+    res, record = _fit(galaxies, 3)
+    (stats,) = record
+    passes = res.n_iter + 1
+    assert int(stats.passes) == schedule(list(passes), 3)
+    if jax.default_backend() == "cpu":
+        # no idle lane-step, and each galaxy's arithmetic is that of a single fit
+        assert int(stats.lane_steps) == int(stats.evaluations) == passes.sum()
+        np.testing.assert_array_equal(res.n_iter, singles.n_iter)
+        for k in NAMES:
+            np.testing.assert_array_equal(res[k], singles[k])
