@@ -21,6 +21,7 @@ thousands of galaxies on one core; the replay is checked against the measured pa
 
     python benchmarks/refill.py                    # 128 galaxies, 64 and 8 lanes, blocks of 8 and all
     python benchmarks/refill.py --lanes 64 --blocks 1,4,8 --no-vmapped --repeat 2
+    python benchmarks/refill.py --lanes "" --no-vmapped --repeat 0 --occupancy 256:1024
 """
 from __future__ import annotations
 
@@ -96,6 +97,9 @@ def main():
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--no-vmapped", action="store_true", help="skip the old vmapped chunks")
     ap.add_argument("--lanes-sim", default="64,256,1024", help="lane counts of the replayed schedule")
+    ap.add_argument("--occupancy", default="", metavar="LANES:G",
+                    help="also fit G galaxies of the same kind (seed + 1) in LANES lanes once, stepped one "
+                         "busy lane at a time, and report the measured schedule (e.g. 256:1024)")
     args = ap.parse_args()
     one_core()
     sys.path.insert(0, ROOT)
@@ -141,8 +145,10 @@ def main():
     # that a slow spell of a shared machine does not fall on one configuration); best CPU time
     first, best, out = {}, {}, {}
     for cfg in configs:
-        t, out[cfg], _ = call(cfg)
+        t, res, rec = call(cfg)
         first[cfg] = t[0]
+        if args.repeat == 0:
+            best[cfg], out[cfg] = t, (res, rec)
     for _ in range(args.repeat):
         for cfg in configs:
             t, res, rec = call(cfg)
@@ -156,7 +162,8 @@ def main():
           f"evaluations (n_iter + 1) {passes_each.sum()}; status counts "
           f"{dict(zip(*[a.tolist() for a in np.unique(r1.status, return_counts=True)]))}", flush=True)
     print(f"time: best of {args.repeat} interleaved rounds, wall and CPU seconds of a call after the first "
-          "(CPU = this process's, all threads); the ratio is of CPU time")
+          "(CPU = this process's, all threads); the ratio is of CPU time" if args.repeat else
+          "time: the first call only (--repeat 0: compile included)")
     print(f"{'configuration':<24} {'wall s':>7} {'CPU s':>7} {'first':>6} {'ratio':>6} {'passes':>7} "
           f"{'evals':>6} {'occupancy':>9}  against chunk_size=1", flush=True)
     for cfg in configs:
@@ -179,6 +186,24 @@ def main():
             vp = sum(int(passes_each[a:a + L].max()) for a in range(0, args.G, L))
             print(f"{f'vmapped chunks of {L}':<24} {t[0]:7.2f} {t[1]:7.2f} {first[cfg]:6.1f} {t[1] / t1[1]:6.2f} "
                   f"{vp:7d} {passes_each.sum():6d} {passes_each.sum() / (L * vp):9.3f}  {compare(r, r1)}", flush=True)
+    if args.occupancy:
+        L, G2 = (int(v) for v in args.occupancy.split(":"))
+        _, d2, s2, p2, i2 = mixed_batch(G2, args.seed + 1)
+        keep = configure(L, True, 1)
+        try:
+            with _engine.refill_counters() as rec:
+                t0, c0 = time.perf_counter(), time.process_time()
+                r2 = gj.fit("sersic", d2, sigma=s2, psf=p2, init=i2, zeropoint=25.0, starts=1, chunk_size=L)
+                t = (time.perf_counter() - t0, time.process_time() - c0)
+        finally:
+            restore(keep)
+        passes = int(sum(s.passes for s in rec))
+        evals = int(sum(s.evaluations for s in rec))
+        n2 = r2.n_iter.astype(int)
+        print(f"measured: {G2} galaxies (seed {args.seed + 1}; n_iter median {np.median(n2):.0f}, max {n2.max()}) "
+              f"in {L} lanes, {len(rec)} call(s): {passes} passes, {evals} evaluations, occupancy of {L} lanes "
+              f"stepped at once evaluations / (lanes x passes) = {evals / (L * passes):.3f}; "
+              f"{t[0]:.0f} s wall, {t[1]:.0f} s CPU (first call, compile included)", flush=True)
     rng = np.random.default_rng(0)
     for L in [int(x) for x in args.lanes_sim.split(",") if x]:
         for G in (L, 4 * L, 16 * L, 64 * L):

@@ -440,11 +440,14 @@ def _start(model: Model, init: Mapping, dtype):
 # batches, in chunks (the host side of fit, the screen's refits and the bootstrap)
 # ---------------------------------------------------------------------------------------------
 def default_chunk_size(chunk_size, G: int) -> int:
-    """Galaxies per call of the compiled engine.  On CPU one galaxy a call, the calls running
-    concurrently on the cores (:func:`solve_batch`): measured 26 gal/s against 21 for chunks
-    of 2 run one after another, and 15 for chunks of 4 (128x128 + PSF, 2 cores), because a
-    vmapped while_loop runs every member until the slowest stops and a small working set
-    stays in cache; accelerators want the whole batch at once."""
+    """Galaxies fitted side by side by the compiled engine.  On CPU one galaxy a call, the calls
+    running concurrently on the cores (:func:`solve_batch`): measured 26 gal/s against 21 for
+    vmapped chunks of 2 run one after another, and 15 for chunks of 4 (128x128 + PSF, 2
+    cores), when every member of a vmapped chunk ran until the slowest stopped.  Refilled lanes
+    (``chunk > 1`` with Levenberg-Marquardt) removed that cost (benchmarks/refill.py, one core:
+    64 lanes 0.82-0.92 x the time of one galaxy per call), but a refilled call runs on one core
+    and a batch below ``QUEUE_FACTOR`` times the lanes is one call, so the default stays one
+    galaxy a call on CPU.  Accelerators want the whole batch at once."""
     if chunk_size is None:
         chunk_size = 1 if jax.default_backend() == "cpu" else G
     if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:

@@ -226,3 +226,13 @@ def test_cpu_default_steps_each_busy_lane_alone(galaxies, singles):
         np.testing.assert_array_equal(res.n_iter, singles.n_iter)
         for k in NAMES:
             np.testing.assert_array_equal(res[k], singles[k])
+    # a batch of another size that pads to the same queue (8 galaxies: 3 lanes x 4) reuses the
+    # compiled program, and its galaxies get the same fits
+    compiled = _engine._solve_refill._cache_size()
+    data, sigma, psf, init = galaxies
+    more = (np.concatenate([data, data[:1]]), np.concatenate([sigma, sigma[:1]]), psf,
+            {k: np.concatenate([v, v[:1]]) for k, v in init.items()})
+    res8, _ = _fit(more, 3)
+    assert _engine._solve_refill._cache_size() == compiled
+    np.testing.assert_array_equal(res8.status[:G], res.status)
+    np.testing.assert_allclose(res8["fwhm"][[0, G]], res["fwhm"][[0, 0]], rtol=1e-10)
