@@ -20,6 +20,7 @@ theta by its partial derivative alone (the envelope theorem: F = 0 there).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import enum
 import functools
@@ -39,6 +40,7 @@ from ._noise import sigma_from_data, usable_pixels
 from .psf import as_psf, stamp_psf_transform
 from .solvers import LevenbergMarquardt, OptaxSolver, as_solver
 from .solvers.lm import LMResult
+from .solvers.queue import refill_minimise
 from ._status import Status
 
 __all__ = ["solve", "Solution", "Errors", "Problem", "GalaxyData", "solve_batch"]
@@ -198,12 +200,18 @@ def _minimise(problem: Problem, u0, galaxy, psf_fft):
     """(u*, J^T J at u*, n_iter, status, L at u*) from the start ``u0``; L is the sum of squared
     residuals, as the solver found it (no second rendering of the model)."""
     res = problem.solver.minimise(lambda u, a: problem.residuals(u, *a), u0, (galaxy, psf_fft))
+    return _solver_outputs(problem, res, galaxy, psf_fft)
+
+
+def _solver_outputs(problem: Problem, res, galaxy, psf_fft):
+    """(u*, J^T J at u*, n_iter, status, L at u*) of one galaxy from the solver's result (an
+    :class:`LMResult` or an ``OptaxResult``): the single fit and the refilled batch share it."""
     if problem.solver.gives_jtj:
         jtj = res.jtj
     elif problem.errors is Errors.GN:
         jtj = _jtj(problem, res.u, galaxy, psf_fft)
     else:
-        jtj = jnp.zeros((u0.shape[0],) * 2, u0.dtype)
+        jtj = jnp.zeros((res.u.shape[0],) * 2, res.u.dtype)
     if isinstance(res, LMResult):   # LM keeps chi2 = 0 for a start it could not evaluate
         value = jnp.where(res.status == Status.NONFINITE, jnp.nan, res.chi2)
     else:
@@ -264,7 +272,13 @@ def _covariance(problem: Problem, u, jtj, galaxy, psf_fft):
 def _solve_one(problem: Problem, u0, galaxy: GalaxyData, psf) -> Solution:
     """The engine for one galaxy: ``u0`` (P,) unconstrained start, ``psf`` (h, w) or None."""
     psf_fft = None if psf is None else stamp_psf_transform(psf, problem.shape, problem.oversample)
-    u, jtj, n_iter, status, value = _minimise(problem, u0, galaxy, psf_fft)
+    return _solution(problem, *_minimise(problem, u0, galaxy, psf_fft), galaxy, psf_fft)
+
+
+def _solution(problem: Problem, u, jtj, n_iter, status, value, galaxy: GalaxyData, psf_fft) -> Solution:
+    """The :class:`Solution` of one galaxy from the minimiser's outputs (u*, J^T J, n_iter,
+    status, L): the covariance and its SINGULAR_HESSIAN status, NO_DATA, Cash's C and the q
+    folding.  The single fit (:func:`_solve_one`) and the refilled batch share it."""
     x = problem.layout.to_physical(u)
     if problem.stat is Statistic.CASH:
         # Cash's C differs from the sum of squared (PMLR) residuals the solver minimised by a
@@ -291,6 +305,37 @@ _solve_jit = jax.jit(_solve_one, static_argnums=0)
 def _solve_vmapped(problem: Problem, u0, galaxies: GalaxyData, psf, psf_batched: bool):
     return jax.vmap(functools.partial(_solve_one, problem), in_axes=(0, 0, 0 if psf_batched else None))(
         u0, galaxies, psf)
+
+
+@functools.partial(jax.jit, static_argnames=("problem", "psf_batched", "lanes", "block"))
+def _solve_refill(problem: Problem, u0, galaxies: GalaxyData, psf, n_real, psf_batched: bool, lanes: int,
+                  block: int | None = None):
+    """The batch ``u0`` (Q, P) in ``lanes`` refilled lanes (:mod:`galmoss_jax.solvers.queue`),
+    stepped in blocks of ``block``: the galaxies ``0 .. n_real - 1`` are fitted, one compiled
+    program per (problem, Q, lanes, block).
+    Returns the (Q,) :class:`Solution` (rows from ``n_real`` on are not fits) and the
+    :class:`RefillStats`.  Each galaxy's result is that of :func:`_solve_one` (same solver
+    pieces, same post-processing), to the rounding of a vmapped evaluation."""
+    P = u0.shape[1]
+    if psf is None:
+        psf_fft = None
+    elif psf_batched:
+        psf_fft = jax.vmap(lambda k: stamp_psf_transform(k, problem.shape, problem.oversample))(psf)
+    else:
+        psf_fft = stamp_psf_transform(psf, problem.shape, problem.oversample)
+    if psf_batched:
+        parts = problem.solver.parts(lambda u, a: problem.residuals(u, *a), P, u0.dtype)
+        args = (galaxies, psf_fft)
+    else:   # a shared PSF's transform is computed once and closed over by every lane's step
+        parts = problem.solver.parts(lambda u, g: problem.residuals(u, g, psf_fft), P, u0.dtype)
+        args = galaxies
+    states, stats = refill_minimise(parts, u0, args, lanes=lanes, block=block, n_real=n_real)
+
+    def finish(state, galaxy, k):
+        out = _solver_outputs(problem, parts.result(state), galaxy, k)
+        return _solution(problem, *out, galaxy, k)
+
+    return jax.vmap(finish, in_axes=(0, 0, 0 if psf_batched else None))(states, galaxies, psf_fft), stats
 
 
 def solve(model, data, *, init: Mapping, sigma=None, mask=None, psf=None, zeropoint=None, stat="chi2",
@@ -395,11 +440,14 @@ def _start(model: Model, init: Mapping, dtype):
 # batches, in chunks (the host side of fit, the screen's refits and the bootstrap)
 # ---------------------------------------------------------------------------------------------
 def default_chunk_size(chunk_size, G: int) -> int:
-    """Galaxies per call of the compiled engine.  On CPU one galaxy a call, the calls running
-    concurrently on the cores (:func:`solve_batch`): measured 26 gal/s against 21 for chunks
-    of 2 run one after another, and 15 for chunks of 4 (128x128 + PSF, 2 cores), because a
-    vmapped while_loop runs every member until the slowest stops and a small working set
-    stays in cache; accelerators want the whole batch at once."""
+    """Galaxies fitted side by side by the compiled engine.  On CPU one galaxy a call, the calls
+    running concurrently on the cores (:func:`solve_batch`): measured 26 gal/s against 21 for
+    vmapped chunks of 2 run one after another, and 15 for chunks of 4 (128x128 + PSF, 2
+    cores), when every member of a vmapped chunk ran until the slowest stopped.  Refilled lanes
+    (``chunk > 1`` with Levenberg-Marquardt) removed that cost (benchmarks/refill.py, one core:
+    64 lanes 0.82-0.92 x the time of one galaxy per call), but a refilled call runs on one core
+    and a batch below ``QUEUE_FACTOR`` times the lanes is one call, so the default stays one
+    galaxy a call on CPU.  Accelerators want the whole batch at once."""
     if chunk_size is None:
         chunk_size = 1 if jax.default_backend() == "cpu" else G
     if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
@@ -418,34 +466,101 @@ def _cpu_workers() -> int:
     return n + 1
 
 
+#: a refilled batch's queue holds at most this many times its lanes (one call; a bigger batch
+#: is split into calls of this size): a few compiled queue lengths (lanes x 1, 2, 4, ...) serve
+#: every batch, and the inputs of a call stay a small multiple of what its lanes need
+QUEUE_FACTOR = 64
+
+_refill_records: list = []
+
+
+@contextlib.contextmanager
+def refill_counters():
+    """Collect the :class:`~galmoss_jax.solvers.queue.RefillStats` (NumPy values) of every
+    refilled batch run inside the block, in a list (benchmarks and tests count loop passes
+    with it)."""
+    record: list = []
+    _refill_records.append(record)
+    try:
+        yield record
+    finally:
+        _refill_records.remove(record)
+
+
+def uses_refill(problem: Problem, chunk: int) -> bool:
+    """Whether :func:`solve_batch` runs chunks of ``chunk`` galaxies in refilled lanes: with a
+    solver that comes as single-problem pieces (Levenberg-Marquardt) and ``chunk > 1``.  The
+    Optax solvers keep the vmapped chunks (every member runs until the slowest stops)."""
+    return chunk > 1 and hasattr(problem.solver, "parts")
+
+
+#: the vmapped width of refilled lanes on CPU.  There a wider step is not cheaper per lane
+#: (benchmarks/refill.py, one core: 64 lanes in blocks of 1, 2, 4, 8 took 0.82, 0.88, 1.03,
+#: 0.99 x the CPU time of one galaxy per call), so a pass steps each busy lane on its own:
+#: the arithmetic of a galaxy is then exactly that of a single fit, and no lane-step is idle.
+#: An accelerator steps all lanes at once.
+CPU_BLOCK = 1
+
+
+def lane_block(lanes: int) -> int:
+    """The vmapped width of ``lanes`` refilled lanes on this backend."""
+    return min(lanes, CPU_BLOCK) if jax.default_backend() == "cpu" else lanes
+
+
+def queue_length(G: int, lanes: int) -> int:
+    """Galaxies per refilled call: ``lanes`` times the smallest power of two that holds ``G``,
+    at most ``lanes * QUEUE_FACTOR``."""
+    m = 1
+    while lanes * m < G and m < QUEUE_FACTOR:
+        m *= 2
+    return lanes * m
+
+
 def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_batched: bool = False,
-                chunk: int | None = None, put=jnp.asarray) -> Solution:
-    """The engine vmapped over a batch (host arrays in, NumPy :class:`Solution` out).
+                chunk: int | None = None, put=jnp.asarray, refill: bool = True) -> Solution:
+    """The engine over a batch (host arrays in, NumPy :class:`Solution` out).
 
     ``u0`` (G, P) unconstrained starts; ``galaxies`` a :class:`GalaxyData` of NumPy arrays
     with a leading axis G; ``psf`` shared (h, w) or one per galaxy (G, h, w) with
-    ``psf_batched``.  Consecutive chunks of ``chunk`` galaxies go through one compiled program
-    (a chunk short of ``chunk`` galaxies, the last one or a whole batch smaller than ``chunk``,
-    is padded with copies of its last galaxy, so that nothing recompiles); on CPU
-    the chunks run concurrently in a thread pool (each call is independent, so the results do
-    not depend on the order).  ``put`` places each chunk's arrays on its device(s).
+    ``psf_batched``.  ``put`` places each call's arrays on its device(s).
+
+    ``chunk`` galaxies are fitted side by side (the vmapped width).  With Levenberg-Marquardt
+    and ``chunk > 1`` (and ``refill``), they are ``chunk`` refilled lanes
+    (:mod:`galmoss_jax.solvers.queue`): a call takes a queue of up to ``chunk *
+    QUEUE_FACTOR`` galaxies (padded to :func:`queue_length`, the padding never fitted), and a
+    lane whose galaxy is done takes the next waiting one, so a call costs the sum of its
+    galaxies' iterations, not ``chunk`` times the slowest (on CPU the busy lanes are stepped
+    in blocks of :data:`CPU_BLOCK`, idle ones skipped: :func:`lane_block`).  Otherwise (``chunk == 1``, Optax
+    solvers, ``refill=False``) consecutive chunks of ``chunk`` galaxies each run one vmapped
+    program to the slowest member's end (a short chunk is padded with copies of its last
+    galaxy).  Either way one compiled program serves every call of a batch, and each galaxy's
+    result is that of :func:`solve` to float rounding.  On CPU the calls run concurrently in a
+    thread pool (each call is independent, so the results do not depend on the order).
     """
     G = int(np.shape(u0)[0])
     chunk = default_chunk_size(chunk, G) if chunk is None else int(chunk)
     shared = None if psf is None or psf_batched else jnp.asarray(psf)
     # the caller's precision, also in the worker threads: jax.enable_x64(...) is thread-local
     x64 = bool(jax.config.jax_enable_x64)
+    refilled = refill and uses_refill(problem, chunk)
+    per_call = queue_length(G, chunk) if refilled else chunk
 
     def one(a):
-        idx = np.minimum(np.arange(a, a + chunk), G - 1)
+        idx = np.minimum(np.arange(a, a + per_call), G - 1)
         take = lambda x: put(np.asarray(x)[idx])   # noqa: E731
+        n_real = min(per_call, G - a)
         with jax.enable_x64(x64):
-            sol = _solve_vmapped(problem, take(u0), jax.tree.map(take, galaxies),
-                                 take(psf) if psf_batched else shared, psf_batched)
-        n_real = min(chunk, G - a)
+            args = (take(u0), jax.tree.map(take, galaxies), take(psf) if psf_batched else shared)
+            if refilled:
+                sol, stats = _solve_refill(problem, *args, np.int32(n_real), psf_batched, chunk, lane_block(chunk))
+                stats = jax.tree.map(np.asarray, stats)
+                for record in list(_refill_records):
+                    record.append(stats)
+            else:
+                sol = _solve_vmapped(problem, *args, psf_batched)
         return jax.tree.map(lambda v: np.asarray(v)[:n_real], sol)
 
-    starts = range(0, G, chunk)
+    starts = range(0, G, per_call)
     workers = min(_cpu_workers(), len(starts)) if jax.default_backend() == "cpu" else 1
     if workers > 1:
         with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="galmoss-fit") as ex:

@@ -71,9 +71,14 @@ class FitOptions:
         bootstrap_method: ``"pixels"`` (Poisson(1) pixel weights) or ``"residuals"``.
         keep_samples: keep the bootstrap refits in ``FitResult.samples``.
         seed: random seed of the bootstrap.
-        chunk_size: galaxies per call of the compiled engine (default: 1 on CPU with the calls
-            running concurrently on the cores; the whole batch on an accelerator or with a
-            ``sharding``).  Results do not depend on it beyond float rounding.
+        chunk_size: galaxies fitted side by side by the compiled engine (default: 1 on CPU
+            with the calls running concurrently on the cores; the whole batch on an accelerator
+            or with a ``sharding``).  With Levenberg-Marquardt and ``chunk_size > 1`` (no
+            ``sharding``) they are refilled lanes (:mod:`galmoss_jax.solvers.queue`): a call
+            takes a queue of galaxies and a lane whose galaxy is done takes the next waiting
+            one, so a batch costs the sum of its galaxies' iterations, not lanes times the
+            slowest (the bootstrap's refits too); Optax solvers run vmapped chunks, each to its
+            slowest member's end.  Results do not depend on it beyond float rounding.
     """
 
     stat: str = "chi2"
@@ -197,7 +202,8 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     G = galaxies.data.shape[0]
     put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
     run = functools.partial(solve_batch, problem, galaxies=galaxies, psf=inputs.psf, psf_batched=inputs.psf_batched,
-                            chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put)
+                            chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put,
+                            refill=sharding is None)
     sol = _fit_from_starts(problem, run, start, guesses, galaxies, inputs, options)
     return _result(problem, sol, galaxies, inputs, options, run)
 

@@ -143,8 +143,9 @@ def test_auto_never_above_one_start(sample, fits_auto):
 
 def test_chunks_give_the_same_fit(sample):
     """The CPU default (one galaxy a compiled call, the calls run concurrently in threads) and
-    vmapped chunks of 3 run one after another give the same fits (the reference: each other,
-    independent of order and batching up to float rounding)."""
+    chunks of 3 (three refilled lanes, a lane taking the next galaxy when its own is done) give
+    the same fits (the reference: each other, independent of order and batching up to float
+    rounding)."""
     G = 5
     kw = dict(sigma=sample["sigma"][:G], psf=S.psf_image(), zeropoint=S.ZP, sampling=S.SAMPLING, starts=1,
               init={k: v[:G] for k, v in S.poor_start(G).items()})

@@ -5,6 +5,10 @@
 * :class:`OptaxSolver` / :func:`optax_minimise` — any ``optax.GradientTransformation`` on the
   sum of squared residuals.
 
+A batch of Levenberg–Marquardt problems can run in refilled lanes
+(:func:`galmoss_jax.solvers.queue.refill_minimise` over :func:`galmoss_jax.solvers.lm.lm_parts`):
+a lane whose problem is done takes the next waiting one, inside one compiled loop.
+
 Solvers are values: build one once and pass it to :func:`galmoss_jax.solve` or
 :func:`galmoss_jax.fit`; equal solvers reuse the same compiled program.  Both stop each
 problem on its own and report an int32 status (:class:`galmoss_jax.Status`).

@@ -8,6 +8,12 @@ stopped does not change any more while the others go on (the vmapped
 ``lax.while_loop`` runs until every member is done; every update is guarded by
 the member's own ``done`` flag).
 
+The loop is built from pure single-problem pieces, :func:`lm_parts` (``init``, one ``step``,
+``done``, ``result``): :func:`levenberg_marquardt` runs them in a ``lax.while_loop``, and
+:func:`galmoss_jax.solvers.queue.refill_minimise` runs a batch in lanes, each lane taking the
+next waiting problem as soon as its own one is done, so a batch costs the sum of its
+problems' iterations rather than the batch size times the slowest.
+
 Why hand-written
 ----------------
 No well-kept JAX library gave us, at this cost, a per-problem LM that is
@@ -32,6 +38,8 @@ The same codes are used by :func:`galmoss_jax.solvers.optax_minimise`.
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -40,6 +48,9 @@ from jaxtyping import Array, Float, Int
 
 __all__ = [
     "levenberg_marquardt",
+    "lm_parts",
+    "LMParts",
+    "LMState",
     "LMResult",
     "SUCCESS",
     "MAX_ITER",
@@ -75,13 +86,13 @@ class LMResult(eqx.Module):
         lam: final Marquardt damping parameter (diagnostic).
     """
 
-    u: Float[Array, " P"]
-    chi2: Float[Array, ""]
-    n_iter: Int[Array, ""]
-    status: Int[Array, ""]
-    jtj: Float[Array, "P P"]
-    grad: Float[Array, " P"]
-    lam: Float[Array, ""]
+    u: Float[Array, " P"]  # noqa: F722 (a jaxtyping shape string)
+    chi2: Float[Array, ""]  # noqa: F722 (a jaxtyping shape string)
+    n_iter: Int[Array, ""]  # noqa: F722 (a jaxtyping shape string)
+    status: Int[Array, ""]  # noqa: F722 (a jaxtyping shape string)
+    jtj: Float[Array, "P P"]  # noqa: F722 (a jaxtyping shape string)
+    grad: Float[Array, " P"]  # noqa: F722 (a jaxtyping shape string)
+    lam: Float[Array, ""]  # noqa: F722 (a jaxtyping shape string)
 
 
 def _all_finite(x) -> jax.Array:
@@ -99,6 +110,155 @@ def _gtol_met(chi2, jtj, g, gtol):
     denom = col * rnorm
     cos = jnp.where(denom > 0, jnp.abs(g) / jnp.where(denom > 0, denom, 1), 0)
     return (chi2 == 0) | (jnp.max(cos, initial=0) <= gtol)
+
+
+class LMState(NamedTuple):
+    """The state of one Levenberg–Marquardt problem between two passes of its loop (a pytree of
+    arrays; a batch of problems stacks them on a leading axis).
+
+    ``started`` is False before the first pass, which evaluates the start ``u`` (= ``u0``);
+    ``done`` is True once the problem has stopped (``status`` is then final).  ``chi2``,
+    ``jtj`` and ``g`` (= J^T r) belong to ``u``, the best point so far."""
+
+    u: jax.Array
+    chi2: jax.Array
+    jtj: jax.Array
+    g: jax.Array
+    lam: jax.Array
+    n_iter: jax.Array
+    status: jax.Array
+    done: jax.Array
+    started: jax.Array
+
+
+class LMParts(NamedTuple):
+    """Levenberg–Marquardt for ONE problem as pure pieces (:func:`lm_parts`).
+
+    ``init(u0) -> state``; ``step(state, args) -> state`` (one pass of the loop: the first
+    evaluates the start, every later one is a trial step; a state that is ``done`` comes back
+    unchanged); ``done(state) -> bool``; ``result(state) -> LMResult``.
+    :func:`levenberg_marquardt` is ``result(while_loop(not done, step, init(u0)))``; a batch
+    driver (:func:`galmoss_jax.solvers.queue.refill_minimise`) vmaps ``step`` over lanes and
+    reloads a lane whose problem is done with ``init`` of the next one."""
+
+    init: Callable
+    step: Callable
+    done: Callable
+    result: Callable
+
+
+def lm_parts(residual_fn, n_par: int, dtype, *, max_iter: int = 100, lambda0: float = 1e-3, ftol: float = 1e-8,
+             xtol: float = 1e-8, gtol: float = 1e-8, lambda_up: float = 10.0, lambda_down: float = 0.1,
+             lambda_max: float = 1e16) -> LMParts:
+    """The pieces of :func:`levenberg_marquardt` (same arguments; ``n_par`` and ``dtype`` are
+    those of ``u0``) for ``residual_fn(u, args)``.  Pure and single-problem: vmap ``step``
+    over a batch of states and of ``args``."""
+    dtype = jnp.dtype(dtype)
+    eps = jnp.finfo(dtype).eps
+    floor_tol = 10 * eps
+    ftol_ = jnp.maximum(jnp.asarray(ftol, dtype), floor_tol)
+    xtol_ = jnp.maximum(jnp.asarray(xtol, dtype), floor_tol)
+    gtol_ = jnp.maximum(jnp.asarray(gtol, dtype), floor_tol)
+    lam_min = jnp.asarray(eps, dtype)
+    lam_max = jnp.asarray(lambda_max, dtype)
+    up = jnp.asarray(lambda_up, dtype)
+    down = jnp.asarray(lambda_down, dtype)
+    eye = jnp.eye(n_par, dtype=dtype)
+
+    def evaluate(v, args):
+        """chi2, J^T J and J^T r at v (one forward-mode Jacobian, P tangents)."""
+        def _fr(w):
+            r = jnp.ravel(residual_fn(w, args)).astype(dtype)
+            return r, r
+
+        jac, r = jax.jacfwd(_fr, has_aux=True)(v)
+        chi2 = jnp.sum(r * r)
+        jtj = jnp.matmul(jac.T, jac, precision=_HIGHEST)
+        g = jnp.matmul(jac.T, r, precision=_HIGHEST)
+        ok = jnp.isfinite(chi2) & _all_finite(jtj) & _all_finite(g)
+        return chi2, jtj, g, ok
+
+    def damped_step(jtj, g, lam):
+        """Solve (J^T J + lam D) du = -g in scaled variables; also return the predicted chi2 drop."""
+        d = jnp.diagonal(jtj)
+        dmax = jnp.max(d)
+        floor = eps * jnp.where(dmax > 0, dmax, 1)
+        dd = jnp.maximum(d, floor)
+        s = 1 / jnp.sqrt(dd)
+        m = jtj * s[:, None] * s[None, :] + lam * eye
+        chol = jnp.linalg.cholesky(m)
+        z = cho_solve((chol, True), -s * g)
+        du = s * z
+        # predicted reduction of chi2 by the linear model, >= 0 by construction
+        quad = jnp.dot(du, jnp.matmul(jtj, du, precision=_HIGHEST))
+        pred = quad + 2 * lam * jnp.sum(dd * du * du)
+        return du, pred
+
+    # The start is the loop's first pass (``started`` False: a zero step, so the trial point
+    # is u0 and its evaluation fills the state), so that the residual + Jacobian graph is
+    # traced and compiled once, not twice: that halves the compile time of a fit.
+    zero = jnp.zeros((), dtype)
+
+    def init(u0):
+        u0 = jnp.asarray(u0, dtype)
+        return LMState(u0, jnp.asarray(jnp.inf, dtype), jnp.zeros((n_par, n_par), dtype), jnp.zeros((n_par,), dtype),
+                       jnp.asarray(lambda0, dtype), jnp.int32(0), jnp.int32(MAX_ITER), jnp.asarray(False),
+                       jnp.asarray(False))
+
+    def done(state):
+        return state.done
+
+    def step(state, args):
+        u, chi2, jtj, g, lam, n_it, status, done, started = state
+        du, pred = damped_step(jnp.where(started, jtj, eye), g, lam)
+        step_ok = _all_finite(du) & jnp.isfinite(pred) & ~done & started
+        du = jnp.where(step_ok, du, 0)  # never evaluate the model at a NaN point
+        pred = jnp.where(step_ok, pred, 0)
+        u_t = u + du
+        chi2_t, jtj_t, g_t, ok_t = evaluate(u_t, args)
+
+        # first pass: the state at the start (u is u0 until the first pass is done)
+        finite0 = ok_t & _all_finite(u)
+        conv0 = finite0 & _gtol_met(chi2_t, jtj_t, g_t, gtol_)
+        maxed0 = finite0 & ~conv0 & (max_iter <= 0)
+        status0 = jnp.where(~finite0, NONFINITE, jnp.where(conv0, SUCCESS, MAX_ITER)).astype(jnp.int32)
+        first = (u, jnp.where(finite0, chi2_t, zero), jnp.where(finite0, jtj_t, 0), jnp.where(finite0, g_t, 0),
+                 lam, n_it, status0, ~finite0 | conv0 | maxed0, jnp.asarray(True))
+
+        trial_ok = step_ok & ok_t
+        accept = trial_ok & (chi2_t < chi2)
+
+        safe_chi2 = jnp.where(chi2 > 0, chi2, 1)
+        actred = jnp.where(trial_ok, (chi2 - chi2_t) / safe_chi2, -1)
+        prered = pred / safe_chi2
+        f_conv = trial_ok & (jnp.abs(actred) <= ftol_) & (prered <= ftol_) & (actred <= 2 * prered)
+        x_conv = trial_ok & (jnp.linalg.norm(du) <= xtol_ * (jnp.linalg.norm(u) + xtol_))
+
+        u_n = jnp.where(accept, u_t, u)
+        chi2_n = jnp.where(accept, chi2_t, chi2)
+        jtj_n = jnp.where(accept, jtj_t, jtj)
+        g_n = jnp.where(accept, g_t, g)
+        lam_n = jnp.where(accept, jnp.maximum(lam * down, lam_min), lam * up)
+        g_conv = accept & _gtol_met(chi2_n, jtj_n, g_n, gtol_)
+        conv = f_conv | x_conv | g_conv
+        n_n = n_it + 1
+        stalled = ~conv & (lam_n > lam_max)
+        maxed = ~conv & ~stalled & (n_n >= max_iter)
+        status_n = jnp.where(
+            conv, SUCCESS, jnp.where(stalled, STALLED, jnp.where(maxed, MAX_ITER, status))
+        ).astype(jnp.int32)
+        done_n = conv | stalled | maxed
+
+        new = (u_n, chi2_n, jtj_n, g_n, lam_n, n_n, status_n, done_n, started)
+        new = tuple(jnp.where(started, nw, f) for nw, f in zip(new, first))
+        # A problem that has stopped must not change: guard with its own flag.
+        return LMState(*(jnp.where(done, o, nw) for o, nw in zip(state, new)))
+
+    def result(state):
+        return LMResult(u=state.u, chi2=state.chi2, n_iter=state.n_iter, status=state.status, jtj=state.jtj,
+                        grad=2 * state.g, lam=state.lam)
+
+    return LMParts(init=init, step=step, done=done, result=result)
 
 
 def levenberg_marquardt(
@@ -168,108 +328,10 @@ def levenberg_marquardt(
         u0 = u0.astype(jnp.result_type(float))
     if u0.ndim != 1:
         raise ValueError(f"levenberg_marquardt: u0 must be 1-D (P,), got shape {u0.shape}")
-    dtype = u0.dtype
-    n_par = u0.shape[0]
-    eps = jnp.finfo(dtype).eps
-    floor_tol = 10 * eps
-    ftol_ = jnp.maximum(jnp.asarray(ftol, dtype), floor_tol)
-    xtol_ = jnp.maximum(jnp.asarray(xtol, dtype), floor_tol)
-    gtol_ = jnp.maximum(jnp.asarray(gtol, dtype), floor_tol)
-    lam_min = jnp.asarray(eps, dtype)
-    lam_max = jnp.asarray(lambda_max, dtype)
-    up = jnp.asarray(lambda_up, dtype)
-    down = jnp.asarray(lambda_down, dtype)
-    eye = jnp.eye(n_par, dtype=dtype)
-
-    def _fr(v):
-        r = jnp.ravel(residual_fn(v, args)).astype(dtype)
-        return r, r
-
-    def evaluate(v):
-        """chi2, J^T J and J^T r at v (one forward-mode Jacobian, P tangents)."""
-        jac, r = jax.jacfwd(_fr, has_aux=True)(v)
-        chi2 = jnp.sum(r * r)
-        jtj = jnp.matmul(jac.T, jac, precision=_HIGHEST)
-        g = jnp.matmul(jac.T, r, precision=_HIGHEST)
-        ok = jnp.isfinite(chi2) & _all_finite(jtj) & _all_finite(g)
-        return chi2, jtj, g, ok
-
-    def damped_step(jtj, g, lam):
-        """Solve (J^T J + lam D) du = -g in scaled variables; also return the predicted chi2 drop."""
-        d = jnp.diagonal(jtj)
-        dmax = jnp.max(d)
-        floor = eps * jnp.where(dmax > 0, dmax, 1)
-        dd = jnp.maximum(d, floor)
-        s = 1 / jnp.sqrt(dd)
-        m = jtj * s[:, None] * s[None, :] + lam * eye
-        chol = jnp.linalg.cholesky(m)
-        z = cho_solve((chol, True), -s * g)
-        du = s * z
-        # predicted reduction of chi2 by the linear model, >= 0 by construction
-        quad = jnp.dot(du, jnp.matmul(jtj, du, precision=_HIGHEST))
-        pred = quad + 2 * lam * jnp.sum(dd * du * du)
-        return du, pred
-
-    # ---- loop ----------------------------------------------------------------------
-    # The start is the loop's first pass (``started`` False: a zero step, so the trial point
-    # is u0 and its evaluation fills the state), so that the residual + Jacobian graph is
-    # traced and compiled once, not twice: that halves the compile time of a fit.
-    zero = jnp.zeros((), dtype)
-    state0 = (u0, jnp.asarray(jnp.inf, dtype), jnp.zeros((n_par, n_par), dtype), jnp.zeros((n_par,), dtype),
-              jnp.asarray(lambda0, dtype), jnp.int32(0), jnp.int32(MAX_ITER), jnp.asarray(False),
-              jnp.asarray(False))
-
-    def cond(state):
-        return ~state[-2]
-
-    def body(state):
-        u, chi2, jtj, g, lam, n_it, status, done, started = state
-        du, pred = damped_step(jnp.where(started, jtj, eye), g, lam)
-        step_ok = _all_finite(du) & jnp.isfinite(pred) & ~done & started
-        du = jnp.where(step_ok, du, 0)  # never evaluate the model at a NaN point
-        pred = jnp.where(step_ok, pred, 0)
-        u_t = u + du
-        chi2_t, jtj_t, g_t, ok_t = evaluate(u_t)
-
-        # first pass: the state at u0
-        finite0 = ok_t & _all_finite(u0)
-        conv0 = finite0 & _gtol_met(chi2_t, jtj_t, g_t, gtol_)
-        maxed0 = finite0 & ~conv0 & (max_iter <= 0)
-        status0 = jnp.where(~finite0, NONFINITE, jnp.where(conv0, SUCCESS, MAX_ITER)).astype(jnp.int32)
-        first = (u0, jnp.where(finite0, chi2_t, zero), jnp.where(finite0, jtj_t, 0), jnp.where(finite0, g_t, 0),
-                 lam, n_it, status0, ~finite0 | conv0 | maxed0, jnp.asarray(True))
-
-        trial_ok = step_ok & ok_t
-        accept = trial_ok & (chi2_t < chi2)
-
-        safe_chi2 = jnp.where(chi2 > 0, chi2, 1)
-        actred = jnp.where(trial_ok, (chi2 - chi2_t) / safe_chi2, -1)
-        prered = pred / safe_chi2
-        f_conv = trial_ok & (jnp.abs(actred) <= ftol_) & (prered <= ftol_) & (actred <= 2 * prered)
-        x_conv = trial_ok & (jnp.linalg.norm(du) <= xtol_ * (jnp.linalg.norm(u) + xtol_))
-
-        u_n = jnp.where(accept, u_t, u)
-        chi2_n = jnp.where(accept, chi2_t, chi2)
-        jtj_n = jnp.where(accept, jtj_t, jtj)
-        g_n = jnp.where(accept, g_t, g)
-        lam_n = jnp.where(accept, jnp.maximum(lam * down, lam_min), lam * up)
-        g_conv = accept & _gtol_met(chi2_n, jtj_n, g_n, gtol_)
-        conv = f_conv | x_conv | g_conv
-        n_n = n_it + 1
-        stalled = ~conv & (lam_n > lam_max)
-        maxed = ~conv & ~stalled & (n_n >= max_iter)
-        status_n = jnp.where(
-            conv, SUCCESS, jnp.where(stalled, STALLED, jnp.where(maxed, MAX_ITER, status))
-        ).astype(jnp.int32)
-        done_n = conv | stalled | maxed
-
-        new = (u_n, chi2_n, jtj_n, g_n, lam_n, n_n, status_n, done_n, started)
-        new = tuple(jnp.where(started, nw, f) for nw, f in zip(new, first))
-        # A member that has stopped must not change: guard with its own flag.
-        return tuple(jnp.where(done, o, nw) for o, nw in zip(state, new))
-
-    u, chi2, jtj, g, lam, n_it, status, _, _ = jax.lax.while_loop(cond, body, state0)
-    return LMResult(u=u, chi2=chi2, n_iter=n_it, status=status, jtj=jtj, grad=2 * g, lam=lam)
+    parts = lm_parts(residual_fn, u0.shape[0], u0.dtype, max_iter=max_iter, lambda0=lambda0, ftol=ftol,
+                     xtol=xtol, gtol=gtol, lambda_up=lambda_up, lambda_down=lambda_down, lambda_max=lambda_max)
+    state = jax.lax.while_loop(lambda s: ~parts.done(s), lambda s: parts.step(s, args), parts.init(u0))
+    return parts.result(state)
 
 
 class LevenbergMarquardt(eqx.Module):
@@ -299,3 +361,9 @@ class LevenbergMarquardt(eqx.Module):
         """Minimise ``sum(residual_fn(u, args) ** 2)`` from ``u0`` (one problem; vmap it)."""
         return levenberg_marquardt(residual_fn, u0, args, max_iter=self.max_iter, lambda0=self.lambda0,
                                    ftol=self.ftol, xtol=self.xtol, gtol=self.gtol)
+
+    def parts(self, residual_fn, n_par: int, dtype) -> LMParts:
+        """This solver as pure single-problem pieces (:func:`lm_parts`), for a batch driver that
+        refills finished lanes (:func:`galmoss_jax.solvers.queue.refill_minimise`)."""
+        return lm_parts(residual_fn, n_par, dtype, max_iter=self.max_iter, lambda0=self.lambda0, ftol=self.ftol,
+                        xtol=self.xtol, gtol=self.gtol)
