@@ -172,12 +172,6 @@ class Solution(eqx.Module):
 # ---------------------------------------------------------------------------------------------
 # the minimiser, differentiated implicitly
 # ---------------------------------------------------------------------------------------------
-def _jtj(problem: Problem, u, galaxy, psf_fft):
-    """J^T J of the residuals in the unconstrained space (J by forward mode, P tangents)."""
-    jac = jax.jacfwd(problem.residuals)(u, galaxy, psf_fft)
-    return jnp.matmul(jac.T, jac, precision=_HIGHEST)
-
-
 def _normal_parts(problem: Problem, u, galaxy, psf_fft):
     """(J^T J, J^T r, L = r^T r) at ``u``, from one forward-mode Jacobian of the residuals r.
 
@@ -209,7 +203,7 @@ def _solver_outputs(problem: Problem, res, galaxy, psf_fft):
     if problem.solver.gives_jtj:
         jtj = res.jtj
     elif problem.errors is Errors.GN:
-        jtj = _jtj(problem, res.u, galaxy, psf_fft)
+        jtj = _normal_parts(problem, res.u, galaxy, psf_fft)[0]   # J^T r and chi2 unused: dropped by XLA
     else:
         jtj = jnp.zeros((res.u.shape[0],) * 2, res.u.dtype)
     if isinstance(res, LMResult):   # LM keeps chi2 = 0 for a start it could not evaluate
