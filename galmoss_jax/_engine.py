@@ -93,10 +93,32 @@ class Problem:
         return _render_one(model, p, self.shape, psf_fft, self.psf_shape, self.oversample,
                            galaxy.zeropoint, self.sampling)
 
+    # -- what the engine asks of a problem (a multiband problem answers the same:
+    #    :class:`galmoss_jax._bands.BandProblem`) ----------------------------------------------
+    def psf_transform(self, psf):
+        """The PSF's transform on the padded stamp (None without a PSF)."""
+        return None if psf is None else stamp_psf_transform(psf, self.shape, self.oversample)
+
+    def residuals_physical(self, x, galaxy: "GalaxyData", psf_fft):
+        """Residual vector of the free vector ``x`` (physical): its sum of squares is the statistic."""
+        return galaxy.residuals(self.stat, self.render(x, galaxy, psf_fft)).ravel()
+
     def residuals(self, u, galaxy: "GalaxyData", psf_fft):
         """Residual vector of the unconstrained vector ``u``: its sum of squares is the statistic."""
-        img = self.render(self.layout.to_physical(u), galaxy, psf_fft)
-        return galaxy.residuals(self.stat, img).ravel()
+        return self.residuals_physical(self.layout.to_physical(u), galaxy, psf_fft)
+
+    def statistic_physical(self, x, galaxy: "GalaxyData", psf_fft):
+        """The statistic (Cash's C for ``cash``) of the free vector ``x``."""
+        return galaxy.statistic(self.stat, self.render(x, galaxy, psf_fft))
+
+    def n_pixels(self, galaxy: "GalaxyData"):
+        """Pixels used."""
+        return jnp.sum(galaxy.mask, dtype=jnp.int32)
+
+    def report(self, x, galaxy: "GalaxyData", cov):
+        """Every named parameter of ``x`` and the covariance, reported as DESIGN.md A says
+        (``q <= 1``, ``pa`` wrapped)."""
+        return fold_axis_ratio(self.model, self.layout.free, self.layout.expand(x, galaxy.fixed), cov)
 
 
 class GalaxyData(eqx.Module):
@@ -242,7 +264,7 @@ def _covariance(problem: Problem, u, jtj, galaxy, psf_fft):
     x = problem.layout.to_physical(u)
     if problem.errors is Errors.HESSIAN:
         def chi2_x(xx):
-            r = galaxy.residuals(problem.stat, problem.render(xx, galaxy, psf_fft))
+            r = problem.residuals_physical(xx, galaxy, psf_fft)
             return jnp.sum(r * r)
         hess = 0.5 * jax.hessian(chi2_x)(x)
     else:
@@ -265,7 +287,7 @@ def _covariance(problem: Problem, u, jtj, galaxy, psf_fft):
 
 def _solve_one(problem: Problem, u0, galaxy: GalaxyData, psf) -> Solution:
     """The engine for one galaxy: ``u0`` (P,) unconstrained start, ``psf`` (h, w) or None."""
-    psf_fft = None if psf is None else stamp_psf_transform(psf, problem.shape, problem.oversample)
+    psf_fft = problem.psf_transform(psf)
     return _solution(problem, *_minimise(problem, u0, galaxy, psf_fft), galaxy, psf_fft)
 
 
@@ -277,17 +299,16 @@ def _solution(problem: Problem, u, jtj, n_iter, status, value, galaxy: GalaxyDat
     if problem.stat is Statistic.CASH:
         # Cash's C differs from the sum of squared (PMLR) residuals the solver minimised by a
         # term of the data alone
-        value = galaxy.statistic(problem.stat, problem.render(x, galaxy, psf_fft))
+        value = problem.statistic_physical(x, galaxy, psf_fft)
     P = u.shape[0]
     if problem.errors is Errors.NONE or P == 0:
         cov = jnp.full((P, P), jnp.nan, x.dtype)
     else:
         cov, ok = _covariance(problem, u, jtj, galaxy, psf_fft)
         status = jnp.where((status == Status.SUCCESS) & ~ok, int(Status.SINGULAR_HESSIAN), status)
-    n_pixels = jnp.sum(galaxy.mask, dtype=jnp.int32)
+    n_pixels = problem.n_pixels(galaxy)
     status = jnp.where(n_pixels == 0, int(Status.NO_DATA), status).astype(jnp.int32)
-    params, cov = fold_axis_ratio(problem.model, problem.layout.free,
-                                  problem.layout.expand(x, galaxy.fixed), cov)
+    params, cov = problem.report(x, galaxy, cov)
     return Solution(params=params, covariance=cov, chi2=value, n_iter=n_iter.astype(jnp.int32), status=status,
                     n_pixels=n_pixels, free_names=problem.layout.free)
 
@@ -311,12 +332,7 @@ def _solve_refill(problem: Problem, u0, galaxies: GalaxyData, psf, n_real, psf_b
     :class:`RefillStats`.  Each galaxy's result is that of :func:`_solve_one` (same solver
     pieces, same post-processing), to the rounding of a vmapped evaluation."""
     P = u0.shape[1]
-    if psf is None:
-        psf_fft = None
-    elif psf_batched:
-        psf_fft = jax.vmap(lambda k: stamp_psf_transform(k, problem.shape, problem.oversample))(psf)
-    else:
-        psf_fft = stamp_psf_transform(psf, problem.shape, problem.oversample)
+    psf_fft = jax.vmap(problem.psf_transform)(psf) if psf_batched else problem.psf_transform(psf)
     if psf_batched:
         parts = problem.solver.parts(lambda u, a: problem.residuals(u, *a), P, u0.dtype)
         args = (galaxies, psf_fft)
@@ -334,7 +350,8 @@ def _solve_refill(problem: Problem, u0, galaxies: GalaxyData, psf, n_real, psf_b
 
 def solve(model, data, *, init: Mapping, sigma=None, mask=None, psf=None, zeropoint=None, stat="chi2",
           solver="lm", max_iter: int | None = None, gain=None, read_noise=0.0, sky=0.0,
-          oversample: int = 1, sampling: Sampling | None = None, errors="gn") -> Solution:
+          oversample: int = 1, sampling: Sampling | None = None, errors="gn", wavelength=None,
+          grid=None) -> Solution:
     """Fit ``model`` to ONE galaxy, in pure JAX.
 
     Usable under ``jax.jit`` and ``jax.vmap`` (over galaxies) and with sharded inputs; the same
@@ -364,11 +381,30 @@ def solve(model, data, *, init: Mapping, sigma=None, mask=None, psf=None, zeropo
         oversample: integer factor by which ``psf`` is finer than the image pixels.
         sampling: pixel-integration settings.
         errors: ``"gn"`` (Gauss-Newton, default), ``"hessian"`` or None.
+        wavelength, grid: for several bands (below).
+
+    Several bands: ``data`` a mapping ``{band: image}`` fits them jointly
+    (:mod:`galmoss_jax._bands`), with ``model`` built with ``bands={...}``; ``sigma``,
+    ``mask``, ``psf``, ``zeropoint``, ``gain``, ``read_noise`` and ``sky`` are mappings by band
+    or one value for all; ``wavelength={band: value}`` where a parameter is a polynomial in
+    wavelength; ``grid={band: (scale, dx, dy)}`` for bands on other pixel grids.  ``init``
+    takes joint names (``"sersic.mag_g"``) or one-band names (every band).  The solution's
+    parameters are the joint ones; ``jax.jit``, ``jax.vmap`` and the implicit derivative work
+    as for one band.
 
     Returns:
         :class:`Solution`.
     """
     model = as_model(model)
+    if isinstance(data, Mapping):
+        from ._bands import solve_bands
+        return solve_bands(model, data, init=init, sigma=sigma, mask=mask, psf=psf, zeropoint=zeropoint,
+                           stat=stat, solver=solver, max_iter=max_iter, gain=gain, read_noise=read_noise, sky=sky,
+                           oversample=oversample, sampling=sampling, errors=errors, wavelength=wavelength,
+                           grid=grid)
+    model.refuse_band_modes()
+    if wavelength is not None or grid is not None:
+        raise ParameterError("wavelength and grid are for several bands (data a mapping {band: image})")
     stat = Statistic.of(stat)
     solver = as_solver(solver, max_iter=max_iter)
     dtype = jnp.result_type(float)
@@ -533,7 +569,7 @@ def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_bat
     """
     G = int(np.shape(u0)[0])
     chunk = default_chunk_size(chunk, G) if chunk is None else int(chunk)
-    shared = None if psf is None or psf_batched else jnp.asarray(psf)
+    shared = None if psf is None or psf_batched else jax.tree.map(jnp.asarray, psf)
     # the caller's precision, also in the worker threads: jax.enable_x64(...) is thread-local
     x64 = bool(jax.config.jax_enable_x64)
     refilled = refill and uses_refill(problem, chunk)
@@ -544,7 +580,7 @@ def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_bat
         take = lambda x: put(np.asarray(x)[idx])   # noqa: E731
         n_real = min(per_call, G - a)
         with jax.enable_x64(x64):
-            args = (take(u0), jax.tree.map(take, galaxies), take(psf) if psf_batched else shared)
+            args = (take(u0), jax.tree.map(take, galaxies), jax.tree.map(take, psf) if psf_batched else shared)
             if refilled:
                 sol, stats = _solve_refill(problem, *args, np.int32(n_real), psf_batched, chunk, lane_block(chunk))
                 stats = jax.tree.map(np.asarray, stats)

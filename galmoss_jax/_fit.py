@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import numbers
 import warnings
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -152,7 +153,8 @@ class _Inputs:
 
 
 def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=None, gain=None,
-        read_noise=0.0, sky=0.0, sharding=None, options: FitOptions | None = None, **option_values) -> FitResult:
+        read_noise=0.0, sky=0.0, sharding=None, wavelength=None, grid=None, options: FitOptions | None = None,
+        **option_values) -> FitResult:
     """Fit ``model`` to one galaxy (``data`` of shape (H, W)) or a batch ((G, H, W)).
 
     Args:
@@ -179,6 +181,21 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             call split across those devices.
         options: a :class:`FitOptions`; or give its fields as keywords (``stat=``, ``solver=``,
             ``max_iter=``, ``errors=``, ``starts=``, ``bootstrap=``, ``chunk_size=``, ...).
+        wavelength: ``{band: wavelength}`` (any one unit) for a multiband fit where a
+            parameter is a polynomial in wavelength.
+        grid: ``{band: (scale, dx, dy)}`` for bands on another pixel grid than the first band's
+            (:mod:`galmoss_jax._bands`).
+
+    Several bands: ``data`` a mapping ``{band: image or cube}`` fits every galaxy in all bands
+    at once, with ``model`` built with ``bands={...}`` (how each parameter changes between
+    bands; :class:`Model`).  ``sigma``, ``mask``, ``psf``, ``zeropoint``, ``gain``,
+    ``read_noise`` and ``sky`` are then mappings by band, or one value for all bands; stamps
+    may differ in size between bands.  ``init`` takes joint names (``"sersic.mag_g"``) or
+    one-band names (every band).  Initial values: the deepest band's centre, shape and sizes
+    (with ``starts="auto"`` from a fit of that band alone), each band's own magnitudes and sky.
+    The result's parameters are the joint ones (columns ``sersic_mag_g``, ...), with
+    ``chi2_band``.  ``errors="bootstrap"`` and ``starts`` > 1 are not available for several
+    bands.
 
     Returns:
         :class:`FitResult` with best-fit values, errors, covariance, statistic, dof, iterations,
@@ -195,6 +212,14 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
             raise ParameterError(f"fit: unknown option(s) {', '.join(bad)}; options are "
                                  f"{', '.join(sorted(known))}") from None
     model = as_model(model)
+    if isinstance(data, Mapping):
+        from ._fit_bands import fit_bands
+        return fit_bands(model, data, sigma=sigma, mask=mask, psf=psf, init=init, zeropoint=zeropoint, gain=gain,
+                         read_noise=read_noise, sky=sky, sharding=sharding, options=options, wavelength=wavelength,
+                         grid=grid)
+    model.refuse_band_modes()
+    if wavelength is not None or grid is not None:
+        raise ParameterError("wavelength and grid are for several bands (data a mapping {band: image})")
     inputs = _host_inputs(model, data, sigma, mask, psf, zeropoint, gain, read_noise, sky, options)
     start, guesses = _initial_values(model, inputs, init, options)
     galaxies = dataclasses.replace(inputs.galaxies, fixed=_fixed_vectors(model, start, inputs))

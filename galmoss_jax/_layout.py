@@ -43,6 +43,10 @@ class ParamLayout:
             its initial value (the value then comes with each galaxy).
         defaults: the profile default of every parameter.
         tied: ``(parameter, source)`` pairs; a tied parameter equals its source.
+        derived: ``(parameter, ((source, weight), ...))``: a parameter that is a fixed linear
+            combination of free ones (a band's value of a parameter that is a polynomial in
+            wavelength, interpolated from its values in the anchor bands:
+            :mod:`galmoss_jax._bands`).  Its error comes from the covariance of its sources.
     """
 
     names: tuple
@@ -52,6 +56,7 @@ class ParamLayout:
     fixed_values: tuple
     defaults: tuple
     tied: tuple
+    derived: tuple = ()
 
     @property
     def n_free(self) -> int:
@@ -71,18 +76,32 @@ class ParamLayout:
         """Every named parameter from a free vector (..., P) and a fixed vector (..., F)."""
         p = {n: free[..., i] for i, n in enumerate(self.free)}
         p.update({n: fixed[..., j] for j, n in enumerate(self.fixed)})
+        return self._follow(p)
+
+    def _follow(self, p: dict) -> dict:
+        """``p`` with the derived and then the tied parameters filled in."""
+        for a, terms in self.derived:
+            p[a] = sum(w * p[src] for src, w in terms)
         for a, b in self.tied:
             p[a] = p[b]
         return p
+
+    def derived_weights(self, name: str):
+        """``((index in free, weight), ...)`` of a derived parameter (tied ones followed), or
+        None if ``name`` is not derived."""
+        tied = dict(self.tied)
+        name = tied.get(name, name)
+        terms = dict(self.derived).get(name)
+        if terms is None:
+            return None
+        return tuple((self.free.index(src), w) for src, w in terms)
 
     def fill(self, given: Mapping) -> dict:
         """Every named parameter from ``given`` (full names; every free parameter present):
         fixed parameters take :meth:`fixed_value`, tied ones their source."""
         p = {n: given[n] for n in self.free}
         p.update({n: self.fixed_value(n, given) for n in self.fixed})
-        for a, b in self.tied:
-            p[a] = p[b]
-        return p
+        return self._follow(p)
 
     def free_vector(self, params: Mapping):
         """The free vector (..., P) of named parameters (scalars or equal-length arrays)."""

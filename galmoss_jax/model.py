@@ -126,6 +126,13 @@ class Model:
             followed; cycles, and a parameter both tied and fixed, are refused).
         bounds: ``{"bulge.n": (0.5, 6)}``: fitting bounds overriding the profile defaults,
             lower < upper; not for angles (``pa``), which are fitted without bounds.
+        bands: how parameters change between the bands of a multiband fit (data given as a
+            mapping ``{band: image}``, :mod:`galmoss_jax._bands`): ``{"sersic.mag": "free",
+            "sersic.r_e": 1}``.  A parameter not named is shared by every band; ``"free"``
+            gives it one independent value per band; an integer k makes it a polynomial of
+            degree k in wavelength (GalfitM's Chebyshev polynomials span the same functions;
+            0 = shared).  Bounds apply to the value in each band.  Fixed and tied parameters
+            cannot have a band mode (a tied one follows its source in each band).
 
     Parameter names are ``"component.param"``; a one-component model also accepts bare
     names (``"r_e"``).
@@ -135,8 +142,9 @@ class Model:
     fixed: tuple = ()
     tied: tuple = ()
     bounds: tuple = ()
+    band_modes: tuple = ()
 
-    def __init__(self, components, *, fixed=None, free=None, tied=None, bounds=None):
+    def __init__(self, components, *, fixed=None, free=None, tied=None, bounds=None, bands=None):
         comps = _parse_components(components)
         object.__setattr__(self, "components", comps)
         names = [f"{c}.{p}" for c, s in comps for p in s.param_names]
@@ -193,6 +201,26 @@ class Model:
         object.__setattr__(self, "fixed", tuple(sorted(fixed_map.items())))
         object.__setattr__(self, "tied", tuple(sorted(tied_map.items())))
         object.__setattr__(self, "bounds", tuple(sorted(bounds_map.items())))
+        modes = {}
+        if bands is not None and not isinstance(bands, Mapping):
+            raise ParameterError("bands must be a mapping {parameter: 'shared' | 'free' | polynomial degree}")
+        for n, mode in (bands or {}).items():
+            full = self.resolve(n, "bands")
+            if isinstance(mode, str) and mode in ("shared", "free"):
+                pass
+            elif isinstance(mode, (int, np.integer)) and not isinstance(mode, bool) and mode >= 0:
+                mode = int(mode)
+            else:
+                raise ParameterError(f"bands[{n!r}] must be 'shared', 'free' or a polynomial degree >= 0, "
+                                     f"got {mode!r}")
+            if full in fixed_map:
+                raise ParameterError(f"bands[{n!r}]: {full!r} is fixed, so it is the same in every band")
+            if full in tied_map:
+                raise ParameterError(f"bands[{n!r}]: {full!r} is tied to {tied_map[full]!r} and follows it "
+                                     "in each band; give the band mode to the source")
+            if mode not in ("shared", 0):
+                modes[full] = mode
+        object.__setattr__(self, "band_modes", tuple(sorted(modes.items())))
         free = tuple(n for n in names if n not in fixed_map and n not in tied_map)
         fixed_names = tuple(n for n in names if n in fixed_map)
         object.__setattr__(self, "layout", ParamLayout(
@@ -293,6 +321,22 @@ class Model:
         if missing:
             raise ParameterError(f"{argument}: missing values for {', '.join(missing)}")
         return self.layout.fill(given)
+
+    def without_bands(self) -> "Model":
+        """This model with no band modes (what one band of a multiband fit renders)."""
+        if not self.band_modes:
+            return self
+        out = object.__new__(Model)
+        out.__dict__.update(self.__dict__)
+        object.__setattr__(out, "band_modes", ())
+        return out
+
+    def refuse_band_modes(self, argument: str = "data"):
+        """Raise when a model with band modes meets one band's data (the modes would do nothing)."""
+        if self.band_modes:
+            raise ParameterError(f"{argument}: the model says how parameters change between bands (bands=...), "
+                                 "so the data must be a mapping {band: image}; for one band use a Model "
+                                 "without bands")
 
     def render(self, params, shape, **kwargs):
         """Render this model; see :func:`render`."""

@@ -32,7 +32,10 @@ class FitResult(eqx.Module):
         hessian_covariance: with bootstrap errors, the Gauss-Newton covariance of the same
             fits (``covariance`` then holds the bootstrap one); else None.
         mask: (G, H, W) the pixels each fit used (True = used): the given mask less the pixels
-            the fit dropped (non-finite data, sigma <= 0, neighbours); None when unknown.
+            the fit dropped (non-finite data, sigma <= 0, neighbours); None when unknown.  A
+            multiband fit has ``{band: (G, H, W)}``.
+        chi2_band: for a multiband fit, ``{band: (G,)}`` the statistic of each band (they sum
+            to ``chi2``); else None.
     """
 
     values: dict
@@ -48,17 +51,25 @@ class FitResult(eqx.Module):
     batched: bool = eqx.field(static=True)
     samples: dict | None = None
     hessian_covariance: np.ndarray | None = None
-    mask: np.ndarray | None = None
+    mask: np.ndarray | dict | None = None
+    chi2_band: dict | None = None
 
     @property
     def errors(self) -> dict:
         """1-sigma errors ``{"comp.param": (G,)}``: sqrt of the covariance diagonal; 0 for fixed
-        parameters, the source's error for tied ones."""
+        parameters, the source's error for tied ones, and for a band's value interpolated in
+        wavelength (a multiband fit) the error of that linear combination of the fitted ones."""
         G = self.status.shape[0]
         out = {n: np.zeros(G) for n in self.values}
         diag = np.sqrt(np.clip(np.diagonal(self.covariance, axis1=1, axis2=2), 0, None)) if self.free_names else None
         for i, n in enumerate(self.free_names):
             out[n] = np.where(np.isfinite(self.covariance[:, i, i]), diag[:, i], np.nan)
+        layout = self.model.layout
+        for n, _ in layout.derived:
+            idx, w = zip(*layout.derived_weights(n))
+            w = np.asarray(w)
+            sub = self.covariance[:, list(idx)][:, :, list(idx)]
+            out[n] = np.sqrt(np.clip(np.einsum("i,gij,j->g", w, sub, w), 0, None))
         for a, b in self.model.tied:
             out[a] = out[b]
         return out
@@ -90,6 +101,8 @@ class FitResult(eqx.Module):
                 t[col].unit = unit
                 t[col + "_err"].unit = unit
         t["chi2"] = self.chi2.astype(float)
+        for b, v in (self.chi2_band or {}).items():
+            t[f"chi2_{b}"] = np.asarray(v, float)
         t["chi2_nu"] = self.chi2_nu.astype(float)
         t["dof"] = self.dof.astype(np.int64)
         t["n_iter"] = self.n_iter.astype(np.int32)

@@ -1,0 +1,487 @@
+"""Multiband fits: one galaxy fitted jointly in several bands (GalfitM's idea), batched.
+
+A :class:`galmoss_jax.Model` built with ``bands={...}`` says how each parameter changes from
+band to band: shared (the default: one centre, one shape), ``"free"`` (one value per band, as
+magnitudes and sky levels usually are) or a polynomial of degree k in wavelength.  For given
+bands and wavelengths, :func:`band_model` turns it into a :class:`BandModel`, whose parameter
+layout (:class:`galmoss_jax.ParamLayout`) is the ONE map between the fitted vector and every
+band's parameters, named ``"sersic.mag_g"`` (column ``sersic_mag_g``) for band ``g``.
+
+**Polynomials in wavelength.**  A parameter of degree k is fitted through its values in k + 1
+*anchor* bands (the bluest, the reddest and bands spread between them by wavelength); its value
+in any other band is the degree-k polynomial through the anchors (Lagrange interpolation in
+wavelength, a fixed linear combination: ``ParamLayout.derived``).  Polynomials of degree k are
+the functions GalfitM fits as Chebyshev series of degree k, so the fits are the same; this
+parametrisation keeps each fitted value a physical value in a real band, so its bounds are the
+parameter's bounds (exact for every band with k = 1, where the other bands lie between the
+two anchors; with k >= 2 and more than k + 1 bands a band between anchors can stray past a
+bound, and a radius that goes negative there makes the model NaN, which the solver rejects).
+k + 1 = the number of bands is the same as ``"free"``.
+
+**One galaxy, many bands, as one problem.**  :class:`BandProblem` answers what the engine
+(:mod:`galmoss_jax._engine`) asks of a problem: its residual vector concatenates the bands'
+residuals, each band rendered on its own stamp, with its own PSF and zero point, so the
+Levenberg-Marquardt solver, the refilled lanes, the covariance, the implicit derivative and
+``jax.vmap`` over galaxies all work unchanged.
+
+**Pixel grids.**  Every band is given on its own stamp (sizes may differ).  Positions and radii
+are in the pixels of the reference band (the first one); a band on another grid is described
+by ``grid={band: (scale, dx, dy)}``: its pixel coordinates are ``scale * (x, y) + (dx, dy)``
+of the reference band's (``scale`` = reference pixel size / band pixel size; the grids must
+share their orientation).  Radii are multiplied by ``scale`` and surface brightnesses (mag per
+pixel^2) change by ``5 log10(scale)`` in that band; total magnitudes do not change.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ._conventions import wrap_angle
+from ._engine import Errors, GalaxyData
+from ._errors import ParameterError, ShapeError
+from ._layout import ParamLayout
+from .likelihood import Statistic
+from .model import Model, Sampling, _render_one
+from .psf import stamp_psf_transform
+from .solvers import LevenbergMarquardt, OptaxSolver
+
+__all__ = ["BandModel", "BandProblem", "BandData", "band_model"]
+
+_BAND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class BandModel:
+    """A :class:`Model` with ``bands`` made concrete for given bands (hashable: a static value).
+
+    Attributes:
+        base: the one-band model (components, fixed, tied, bounds, band modes).
+        bands: band names, in the order given.
+        wavelengths: one per band (any unit, e.g. Angstrom), or None when no parameter is a
+            polynomial in wavelength.
+        grids: ``(scale, dx, dy)`` of each band's pixel grid relative to the reference band's.
+        layout: the parameter layout of the joint fit: shared parameters keep their names,
+            band-dependent ones are ``"comp.param_band"``.
+        per_band: for each band, ``(one-band name, joint name)`` of every parameter.
+    """
+
+    base: Model
+    bands: tuple
+    wavelengths: tuple | None
+    grids: tuple
+    layout: ParamLayout
+    per_band: tuple
+
+    # -- the interface of a Model that results and tables use -------------------------------------
+    @property
+    def param_names(self) -> tuple:
+        return self.layout.names
+
+    @property
+    def free_names(self) -> tuple:
+        return self.layout.free
+
+    @property
+    def tied(self) -> tuple:
+        return self.layout.tied
+
+    @property
+    def components(self) -> tuple:
+        return self.base.components
+
+    @property
+    def component_names(self) -> tuple:
+        return self.base.component_names
+
+    @property
+    def spec_string(self) -> str:
+        return f"{self.base.spec_string} [bands {','.join(self.bands)}]"
+
+    @property
+    def banded(self) -> frozenset:
+        """One-band names of the parameters that differ between bands."""
+        return frozenset(b for b, j in self.per_band[0] if j != b)
+
+    def base_name(self, name: str) -> str:
+        """The one-band parameter of a joint name (``"sersic.mag_g"`` -> ``"sersic.mag"``)."""
+        for table in self.per_band:
+            for b, j in table:
+                if j == name:
+                    return b
+        raise ParameterError(f"unknown parameter {name!r}; this fit has {', '.join(self.layout.names)}")
+
+    def param(self, name: str):
+        return self.base.param(self.base_name(self.resolve(name)))
+
+    def resolve(self, name: str, argument: str = "params") -> str:
+        """Joint name of ``name``: a joint name, its column form, or a bare name of a
+        one-component model (``"mag_g"``)."""
+        if not isinstance(name, str):
+            raise ParameterError(f"{argument}: parameter names must be strings, got {name!r}")
+        names = self.layout.names
+        if name in names:
+            return name
+        if "." not in name and len(self.base.components) == 1:
+            full = f"{self.base.components[0][0]}.{name}"
+            if full in names:
+                return full
+        for full in names:
+            if full.replace(".", "_", 1) == name:
+                return full
+        raise ParameterError(f"{argument}: unknown parameter {name!r}; this fit has {', '.join(names)}")
+
+    def band_params(self, p: Mapping, k: int) -> dict:
+        """The one-band parameters of band ``k`` from the joint ones, in that band's pixels."""
+        return self.to_band_grid({b: p[j] for b, j in self.per_band[k]}, k)
+
+    def to_band_grid(self, p: Mapping, k: int) -> dict:
+        """One-band parameters in the reference band's pixels (any subset), in band ``k``'s."""
+        out = dict(p)
+        scale, dx, dy = self.grids[k]
+        if (scale, dx, dy) == (1.0, 0.0, 0.0):
+            return out
+        for c, spec in self.base.components:
+            for par in spec.params:
+                n = f"{c}.{par.name}"
+                if spec.kind == "sky" or n not in out:
+                    continue
+                if par.name == "x0":
+                    out[n] = scale * out[n] + dx
+                elif par.name == "y0":
+                    out[n] = scale * out[n] + dy
+                elif par.unit == "pixel":
+                    out[n] = scale * out[n]
+                elif par.name.startswith("mu_"):
+                    out[n] = out[n] + 5.0 * math.log10(scale)
+        return out
+
+
+def _lagrange_weights(t_anchor, t):
+    """Weights w_j with p(t) = sum_j w_j p(t_j) for every polynomial p of degree len(t_anchor)-1."""
+    w = []
+    for j, tj in enumerate(t_anchor):
+        v = 1.0
+        for m, tm in enumerate(t_anchor):
+            if m != j:
+                v *= (t - tm) / (tj - tm)
+        w.append(v)
+    return w
+
+
+def band_model(model: Model, bands, wavelengths=None, grids=None) -> BandModel:
+    """The :class:`BandModel` of ``model`` for ``bands`` (names), ``wavelengths`` (a mapping
+    or a sequence in band order; needed when a parameter is a polynomial in wavelength) and
+    ``grids`` (``{band: (scale, dx, dy)}``; default: every band on the reference grid)."""
+    bands = tuple(bands)
+    if not bands:
+        raise ParameterError("bands: a multiband fit needs at least one band")
+    for b in bands:
+        if not isinstance(b, str) or not _BAND_RE.match(b):
+            raise ParameterError(f"band names must be strings of letters, digits, '_' or '-', got {b!r}")
+    if len(set(bands)) != len(bands):
+        raise ParameterError(f"bands: a band is named twice in {bands}")
+    modes = dict(model.band_modes)
+    degrees = [m for m in modes.values() if m != "free"]
+    lam = None
+    if wavelengths is not None:
+        if isinstance(wavelengths, Mapping):
+            missing = [b for b in bands if b not in wavelengths]
+            extra = [b for b in wavelengths if b not in bands]
+            if missing or extra:
+                raise ParameterError(f"wavelength: give one value for each band {bands}"
+                                     + (f"; missing {missing}" if missing else "") + (f"; unknown {extra}" if extra else ""))
+            wavelengths = [wavelengths[b] for b in bands]
+        try:
+            lam = tuple(float(v) for v in wavelengths)
+        except (TypeError, ValueError):
+            raise ParameterError(f"wavelength must be numbers, one per band, got {wavelengths!r}") from None
+        if len(lam) != len(bands) or not all(math.isfinite(v) and v > 0 for v in lam):
+            raise ParameterError(f"wavelength: one positive number per band {bands}, got {wavelengths!r}")
+        if len(set(lam)) != len(lam):
+            raise ParameterError(f"wavelength: two bands share a wavelength ({lam})")
+    if degrees and lam is None:
+        raise ParameterError("wavelength is required: parameters " + ", ".join(n for n, m in modes.items() if m != "free")
+                             + " are polynomials in wavelength; give wavelength={band: value}")
+    N = len(bands)
+    for n, m in modes.items():
+        if m != "free" and m + 1 > N:
+            raise ParameterError(f"bands[{n!r}]: a polynomial of degree {m} needs at least {m + 1} bands, "
+                                 f"this fit has {N}")
+    grid = []
+    for b in bands:
+        g = (grids or {}).get(b, (1.0, 0.0, 0.0))
+        try:
+            s, dx, dy = (float(v) for v in g)
+        except (TypeError, ValueError):
+            raise ParameterError(f"grid[{b!r}] must be (scale, dx, dy), got {g!r}") from None
+        if not (s > 0 and math.isfinite(s) and math.isfinite(dx) and math.isfinite(dy)):
+            raise ParameterError(f"grid[{b!r}]: scale must be positive and offsets finite, got {g!r}")
+        grid.append((s, dx, dy))
+    if grids:
+        unknown = [b for b in grids if b not in bands]
+        if unknown:
+            raise ParameterError(f"grid: unknown bands {unknown}; bands are {bands}")
+    base = model.layout
+    banded = set(modes) | {a for a, b in base.tied if b in modes}
+
+    def joint(n, k):
+        return f"{n}_{bands[k]}" if n in banded else n
+
+    names = [joint(n, k) for n in base.names for k in (range(N) if n in banded else [0])]
+    if len(set(names)) != len(names):
+        raise ParameterError(f"bands: a band's parameter name collides with another parameter ({bands})")
+    free, bounds, derived = [], [], []
+    order = sorted(range(N), key=lambda k: lam[k]) if lam is not None else list(range(N))
+    for n, bd in zip(base.free, base.bounds):
+        m = modes.get(n)
+        if m is None:
+            free.append(n)
+            bounds.append(bd)
+        elif m == "free" or m + 1 >= N:
+            free += [joint(n, k) for k in range(N)]
+            bounds += [bd] * N
+        else:
+            anchors = [order[int(round(i * (N - 1) / m))] for i in range(m + 1)]
+            lo, hi = min(lam), max(lam)
+            t = [2.0 * (v - lo) / (hi - lo) - 1.0 for v in lam]
+            free += [joint(n, k) for k in anchors]
+            bounds += [bd] * len(anchors)
+            for k in range(N):
+                if k not in anchors:
+                    w = _lagrange_weights([t[a] for a in anchors], t[k])
+                    derived.append((joint(n, k), tuple((joint(n, a), float(wi)) for a, wi in zip(anchors, w))))
+    tied = []
+    for a, b in base.tied:
+        for k in (range(N) if b in banded else [0]):
+            tied.append((joint(a, k), joint(b, k)))
+    layout = ParamLayout(names=tuple(names), free=tuple(free), bounds=tuple(bounds), fixed=base.fixed,
+                         fixed_values=base.fixed_values,
+                         defaults=tuple(d for n, d in zip(base.names, base.defaults)
+                                        for _ in (range(N) if n in banded else [0])),
+                         tied=tuple(tied), derived=tuple(derived))
+    per_band = tuple(tuple((n, joint(n, k)) for n in base.names) for k in range(N))
+    return BandModel(base=model, bands=bands, wavelengths=lam, grids=tuple(grid), layout=layout, per_band=per_band)
+
+
+class BandData(eqx.Module):
+    """One galaxy's inputs in every band (a pytree; a batch has a leading galaxy axis).
+
+    Attributes:
+        bands: a :class:`GalaxyData` per band (their ``fixed`` unused).
+        fixed: values of the fixed parameters (F,), the layout's order.
+    """
+
+    bands: tuple
+    fixed: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class BandProblem:
+    """Everything static about a multiband fit (hashable): the engine's problem for a
+    :class:`BandModel`.  ``shapes`` and ``psf_shapes`` hold one entry per band."""
+
+    model: BandModel
+    shapes: tuple
+    psf_shapes: tuple
+    oversample: int = 1
+    sampling: Sampling = Sampling()
+    stat: Statistic = Statistic.CHI2
+    solver: LevenbergMarquardt | OptaxSolver = LevenbergMarquardt()
+    errors: Errors = Errors.GN
+
+    @property
+    def layout(self) -> ParamLayout:
+        return self.model.layout
+
+    def psf_transform(self, psf):
+        """The PSF transforms of the bands (a tuple; None where a band has no PSF)."""
+        if psf is None:
+            return tuple(None for _ in self.shapes)
+        return tuple(None if k is None else stamp_psf_transform(k, s, self.oversample)
+                     for k, s in zip(psf, self.shapes))
+
+    def render_bands(self, x, galaxy: BandData, psf_fft):
+        """The model image of every band (a tuple) of the joint free vector ``x`` (physical)."""
+        p = self.layout.expand(x, galaxy.fixed)
+        return tuple(_render_one(self.model.base, self.model.band_params(p, k), self.shapes[k], psf_fft[k],
+                                 self.psf_shapes[k], self.oversample, galaxy.bands[k].zeropoint, self.sampling)
+                     for k in range(len(self.shapes)))
+
+    def residuals_physical(self, x, galaxy: BandData, psf_fft):
+        imgs = self.render_bands(x, galaxy, psf_fft)
+        return jnp.concatenate([g.residuals(self.stat, im).ravel() for g, im in zip(galaxy.bands, imgs)])
+
+    def residuals(self, u, galaxy: BandData, psf_fft):
+        return self.residuals_physical(self.layout.to_physical(u), galaxy, psf_fft)
+
+    def band_statistics(self, x, galaxy: BandData, psf_fft):
+        """The statistic of each band, (N,)."""
+        imgs = self.render_bands(x, galaxy, psf_fft)
+        return jnp.stack([g.statistic(self.stat, im) for g, im in zip(galaxy.bands, imgs)])
+
+    def statistic_physical(self, x, galaxy: BandData, psf_fft):
+        return jnp.sum(self.band_statistics(x, galaxy, psf_fft))
+
+    def n_pixels(self, galaxy: BandData):
+        return sum(jnp.sum(g.mask, dtype=jnp.int32) for g in galaxy.bands)
+
+    def report(self, x, galaxy: BandData, cov):
+        """Every joint parameter and the covariance, folded to ``q <= 1`` per ellipse where the
+        fold is one map of the fitted values (see :func:`_fold_bands`)."""
+        return _fold_bands(self.model, self.layout.expand(x, galaxy.fixed), cov)
+
+
+def _fold_bands(bm: BandModel, values: dict, cov):
+    """DESIGN.md A's reporting (``q <= 1``, ``pa`` wrapped) for a joint fit.
+
+    Per component: where ``q`` is shared, a fit at ``q > 1`` is reported as ``1/q`` with
+    ``pa + 90`` and every band's radii times ``q`` (linear in the radii, so interpolated
+    bands stay consistent).  Where ``q`` differs between bands, each band is folded alone when
+    its ``q`` is fitted (not interpolated) and its ``pa`` and radii are its own; otherwise that
+    component's ``q`` is reported as fitted (it may exceed 1) with ``pa`` wrapped.
+    """
+    lay = bm.layout
+    idx = {n: i for i, n in enumerate(lay.free)}
+    values = dict(values)
+    derived = dict(lay.derived)
+    J = jnp.eye(len(lay.free), dtype=jnp.asarray(cov).dtype)
+    N = len(bm.bands)
+    tables = [dict(t) for t in bm.per_band]
+
+    def jn(n, k):
+        return tables[k][n]
+
+    for c, spec in bm.base.components:
+        names = spec.param_names
+        pa_all = sorted({jn(f"{c}.pa", k) for k in range(N)}) if "pa" in names else []
+        if "q" not in names or "pa" not in names:
+            for n in pa_all:
+                values[n] = wrap_angle(values[n])
+            continue
+        radii = [f"{c}.{p.name}" for p in spec.params if p.unit == "pixel" and p.name not in ("x0", "y0")]
+        if f"{c}.q" not in bm.banded:
+            groups = [(jn(f"{c}.q", 0), sorted({jn(f"{c}.pa", k) for k in range(N)}),
+                       sorted({jn(r, k) for r in radii for k in range(N)}))]
+        elif all(jn(f"{c}.q", k) not in derived for k in range(N)) and f"{c}.pa" in bm.banded \
+                and all(r in bm.banded for r in radii):
+            groups = [(jn(f"{c}.q", k), [jn(f"{c}.pa", k)], [jn(r, k) for r in radii]) for k in range(N)]
+        else:
+            for n in pa_all:
+                values[n] = wrap_angle(values[n])
+            continue
+        for qn, pas, rads in groups:
+            q = values[qn]
+            flip = q > 1
+            for r in rads:
+                if r in idx and qn in idx:
+                    J = J.at[idx[r], idx[qn]].set(jnp.where(flip, values[r], 0.0))
+                if r in idx:
+                    J = J.at[idx[r], idx[r]].set(jnp.where(flip, q, 1.0))
+                values[r] = jnp.where(flip, values[r] * q, values[r])
+            if qn in idx:
+                J = J.at[idx[qn], idx[qn]].set(jnp.where(flip, -1.0 / q ** 2, 1.0))
+            values[qn] = jnp.where(flip, 1.0 / q, q)
+            for pa in pas:
+                values[pa] = wrap_angle(jnp.where(flip, values[pa] + 90.0, values[pa]))
+    # tied parameters follow their (folded) sources
+    for a, b in lay.tied:
+        values[a] = values[b]
+    cov = jnp.asarray(cov)
+    if lay.free:
+        hi = jax.lax.Precision.HIGHEST
+        cov = jnp.matmul(jnp.matmul(J, cov, precision=hi), J.T, precision=hi)
+    return values, cov
+
+
+
+def per_band(value, bands, name: str) -> dict:
+    """``{band: value}`` from a mapping by band (every band, no other) or one value for all."""
+    if isinstance(value, Mapping):
+        missing = [b for b in bands if b not in value]
+        extra = [b for b in value if b not in bands]
+        if missing or extra:
+            raise ParameterError(f"{name}: give one entry for each band {list(bands)} or one value for all"
+                                 + (f"; missing {missing}" if missing else "") + (f"; unknown {extra}" if extra else ""))
+        return {b: value[b] for b in bands}
+    return {b: value for b in bands}
+
+
+def joint_values(bm: BandModel, values: Mapping | None, argument: str = "init") -> dict:
+    """Joint names of ``values``: a joint name (``"sersic.mag_g"``, column form, bare) is
+    itself; a one-band name of a parameter that differs between bands gives every band's."""
+    out = {}
+    for k, v in (values or {}).items():
+        try:
+            out[bm.resolve(k, argument)] = v
+            continue
+        except ParameterError:
+            pass
+        n = bm.base.resolve(k, argument)
+        for table in bm.per_band:
+            out[dict(table)[n]] = v
+    return out
+
+
+def solve_bands(model: Model, data: Mapping, *, init, sigma=None, mask=None, psf=None, zeropoint=None, stat="chi2",
+                solver="lm", max_iter=None, gain=None, read_noise=0.0, sky=0.0, oversample: int = 1,
+                sampling: Sampling | None = None, errors="gn", wavelength=None, grid=None):
+    """:func:`galmoss_jax.solve` of ONE galaxy in several bands (``data`` = ``{band: (H, W)}``)."""
+    from ._engine import _image, _solve_jit, _start
+    from ._noise import sigma_from_data, usable_pixels
+    from .psf import as_psf
+    from .solvers import as_solver
+
+    stat = Statistic.of(stat)
+    solver = as_solver(solver, max_iter=max_iter)
+    dtype = jnp.result_type(float)
+    bands = tuple(data)
+    bm = band_model(model, bands, wavelength, grid)
+    args = {n: per_band(v, bands, n) for n, v in (("sigma", sigma), ("mask", mask), ("psf", psf),
+                                                    ("zeropoint", zeropoint), ("gain", gain),
+                                                    ("read_noise", read_noise), ("sky", sky))}
+    gals, psfs, shapes, psf_shapes = [], [], [], []
+    for b in bands:
+        d = _image(data[b], f"data[{b!r}]", dtype)
+        if d.ndim != 2:
+            raise ShapeError(f"data[{b!r}]: solve fits one galaxy (H, W) per band, got shape {d.shape}; "
+                             "jax.vmap solve over a batch, or use fit")
+        g = args["gain"][b]
+        noise = [jnp.asarray(1.0 if g is None else g, dtype), jnp.asarray(args["read_noise"][b], dtype),
+                 jnp.asarray(args["sky"][b], dtype)]
+        s = args["sigma"][b]
+        if s is None:
+            if stat.uses_sigma and g is None:
+                raise ParameterError(f"sigma[{b!r}] is required for stat='chi2' unless gain is given")
+            s = sigma_from_data(d, *noise)
+        s = _image(s, f"sigma[{b!r}]", dtype, d.shape)
+        m = args["mask"][b]
+        m = jnp.ones(d.shape, bool) if m is None else _image(m, f"mask[{b!r}]", bool, d.shape)
+        d, s, m, _, _ = usable_pixels(d, s, m, uses_sigma=stat.uses_sigma)
+        zp = args["zeropoint"][b]
+        if zp is None:
+            model.require_zeropoint()
+            zp = 0.0
+        k = args["psf"][b]
+        if k is not None:
+            k = as_psf(k, oversample=oversample).astype(dtype)
+            if k.ndim != 2:
+                raise ShapeError(f"psf[{b!r}]: solve takes one PSF image (h, w) per band, got shape {k.shape}")
+        elif model.has_psf_components:
+            raise ParameterError(f"psf[{b!r}]: the model has a point-source component, which needs a PSF")
+        gals.append(GalaxyData(data=d, sigma=s, mask=m, zeropoint=jnp.asarray(zp, dtype), gain=noise[0],
+                               read_noise=noise[1], sky=noise[2], fixed=jnp.zeros((0,), dtype)))
+        psfs.append(k)
+        shapes.append(tuple(d.shape))
+        psf_shapes.append(None if k is None else tuple(k.shape))
+    x0, fixed = _start(bm, joint_values(bm, init), dtype)
+    problem = BandProblem(model=bm, shapes=tuple(shapes), psf_shapes=tuple(psf_shapes), oversample=int(oversample),
+                          sampling=sampling or Sampling(), stat=stat, solver=solver, errors=Errors.of(errors))
+    galaxy = BandData(bands=tuple(gals), fixed=fixed)
+    return _solve_jit(problem, bm.layout.to_unconstrained(x0).astype(dtype), galaxy,
+                      None if all(k is None for k in psfs) else tuple(psfs))

@@ -1,0 +1,249 @@
+"""``fit`` of several bands at once: the host side of a multiband fit (:mod:`galmoss_jax._bands`).
+
+Each band's inputs go through the one-band checks (:func:`galmoss_jax._fit._host_inputs`: the
+same errors, warnings and bad-pixel masking); the joint problem then runs on the same engine
+(:func:`galmoss_jax._engine.solve_batch`: refilled lanes, threads, sharding) and gives a
+:class:`FitResult` whose parameters are the joint ones (``sersic_mag_g``, ...) with a
+``chi2_band`` per band.
+
+Initial values come from the bands: the deepest band (highest S/N over its used pixels) gives
+the centre, shape and sizes, each band its own magnitudes, surface brightnesses and sky.  With
+``starts="auto"`` (the default) the deepest band is first fitted alone (its own screen of
+starts), and the joint fit starts from that fit, each band's magnitude offset by the
+difference of the bands' automatic magnitudes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._bands import BandData, BandProblem, band_model, joint_values, per_band
+from ._engine import default_chunk_size, solve_batch
+from ._errors import GalmossError, ParameterError, ShapeError
+from ._fit import _host_inputs
+from .init import guess_initial
+from .model import Model, Sampling
+from .multistart import parse_starts
+from .results import FitResult
+from ._status import Status
+
+__all__ = ["fit_bands"]
+
+
+def _to_reference(bm, p: dict, k: int) -> dict:
+    """One-band parameters measured in band ``k``'s pixels, in the reference band's."""
+    scale, dx, dy = bm.grids[k]
+    if (scale, dx, dy) == (1.0, 0.0, 0.0):
+        return p
+    out = dict(p)
+    for c, spec in bm.base.components:
+        if spec.kind == "sky":
+            continue
+        for par in spec.params:
+            n = f"{c}.{par.name}"
+            if par.name == "x0":
+                out[n] = (p[n] - dx) / scale
+            elif par.name == "y0":
+                out[n] = (p[n] - dy) / scale
+            elif par.unit == "pixel":
+                out[n] = p[n] / scale
+            elif par.name.startswith("mu_"):
+                out[n] = p[n] - 5.0 * math.log10(scale)
+    return out
+
+
+def _own_band_value(model: Model, name: str) -> bool:
+    """Whether a parameter that differs between bands starts from its own band's measurement
+    (brightnesses and sky) rather than from the deepest band's (centre, shape, sizes)."""
+    c, pname = name.split(".", 1)
+    return pname == "mag" or pname.startswith("mu_") or dict(model.components)[c].kind == "sky"
+
+
+def _depth(gal) -> np.ndarray:
+    """S/N of each galaxy over its used pixels, (G,)."""
+    m = gal.mask
+    signal = np.where(m, gal.data, 0.0).sum(axis=(1, 2))
+    noise = np.sqrt(np.where(m, gal.sigma ** 2, 0.0).sum(axis=(1, 2)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(noise > 0, signal / noise, -np.inf)
+
+
+@functools.partial(jax.jit, static_argnames=("problem", "psf_batched"))
+def _band_statistics(problem: BandProblem, x, galaxies, psf, psf_batched: bool):
+    def one(xx, g, k):
+        return problem.band_statistics(xx, g, problem.psf_transform(k))
+    return jax.vmap(one, in_axes=(0, 0, 0 if psf_batched else None))(x, galaxies, psf)
+
+
+def fit_bands(model: Model, data: Mapping, *, sigma, mask, psf, init, zeropoint, gain, read_noise, sky, sharding,
+              options, wavelength, grid) -> FitResult:
+    """:func:`galmoss_jax.fit` of ``data`` = ``{band: image (H, W) or cube (G, H, W)}``."""
+    if options.n_bootstrap:
+        raise ParameterError("errors='bootstrap' is not available for multiband fits; use errors='gn' or 'hessian'")
+    mode, _ = parse_starts(options.starts)
+    if mode == "grid":
+        raise ParameterError("starts: a multiband fit takes starts='auto' (the deepest band fitted alone first) "
+                             "or 1 (LM from the initial values); several starts are not available")
+    bands = tuple(data)
+    bm = band_model(model, bands, wavelength, grid)
+    one = model.without_bands()
+    args = {n: per_band(v, bands, n) for n, v in (("sigma", sigma), ("mask", mask), ("psf", psf),
+                                                    ("zeropoint", zeropoint), ("gain", gain),
+                                                    ("read_noise", read_noise), ("sky", sky))}
+    inputs = {}
+    for b in bands:
+        try:
+            inputs[b] = _host_inputs(one, data[b], args["sigma"][b], args["mask"][b], args["psf"][b],
+                                     args["zeropoint"][b], args["gain"][b], args["read_noise"][b], args["sky"][b],
+                                     options)
+        except GalmossError as e:   # name the band
+            raise type(e)(f"band {b!r}: {e}") from None
+    Gs = {b: i.galaxies.data.shape[0] for b, i in inputs.items()}
+    if len(set(Gs.values())) > 1:
+        raise ShapeError(f"data: every band needs the same number of galaxies, got {Gs}")
+    if len({i.batched for i in inputs.values()}) > 1:
+        raise ShapeError("data: give every band as one image (H, W) or every band as a cube (G, H, W)")
+    G = next(iter(Gs.values()))
+    dtype = inputs[bands[0]].dtype
+    starts = _starts(bm, one, inputs, init, options, G, dtype)
+    lay = bm.layout
+    fixed = (np.broadcast_to(np.asarray(lay.fixed_vector(starts[0]), dtype), (G, len(lay.fixed))).copy()
+             if lay.fixed else np.zeros((G, 0), dtype))
+    galaxies = BandData(bands=tuple(inputs[b].galaxies for b in bands), fixed=fixed)
+    psf_batched = any(inputs[b].psf_batched for b in bands)
+    psfs = None
+    if any(inputs[b].psf is not None for b in bands):
+        psfs = tuple(None if inputs[b].psf is None else
+                     (inputs[b].psf if inputs[b].psf_batched or not psf_batched
+                      else np.broadcast_to(inputs[b].psf, (G,) + inputs[b].psf.shape)) for b in bands)
+    problem = BandProblem(model=bm, shapes=tuple(inputs[b].galaxies.data.shape[1:] for b in bands),
+                          psf_shapes=tuple(None if inputs[b].psf is None else tuple(inputs[b].psf.shape[-2:])
+                                           for b in bands),
+                          oversample=int(options.oversample), sampling=options.sampling or Sampling(),
+                          stat=options.stat, solver=options.solver, errors=options.error_mode)
+    put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
+    run = functools.partial(solve_batch, problem, galaxies=galaxies, psf=psfs, psf_batched=psf_batched,
+                            chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put,
+                            refill=sharding is None)
+    sol = None
+    for start in starts:   # per galaxy the lower statistic
+        x0 = np.asarray(lay.clip_inside(np.asarray(lay.free_vector(start), dtype)), dtype).reshape(G, lay.n_free)
+        new = run(np.asarray(lay.to_unconstrained(x0), dtype))
+        if sol is None:
+            sol = new
+            continue
+        better = np.where(np.isfinite(new.chi2), new.chi2, np.inf) < np.where(np.isfinite(sol.chi2), sol.chi2, np.inf)
+        sol = jax.tree.map(lambda a, b: np.where(better.reshape((-1,) + (1,) * (np.ndim(a) - 1)), b, a), sol, new)
+    x_fit = np.asarray(lay.free_vector({n: sol.params[n] for n in lay.free}), dtype).reshape(G, lay.n_free)
+    stats = np.asarray(_band_statistics(problem, jnp.asarray(x_fit), jax.tree.map(jnp.asarray, galaxies),
+                                        None if psfs is None else jax.tree.map(jnp.asarray, psfs), psf_batched))
+    dof = sol.n_pixels.astype(np.int64) - lay.n_free
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chi2_nu = np.where(dof > 0, sol.chi2 / np.maximum(dof, 1), np.nan)
+    cov = sol.covariance * chi2_nu[:, None, None] if options.scale_errors else sol.covariance
+    return FitResult(model=bm, free_names=lay.free, values={k: np.asarray(v) for k, v in sol.params.items()},
+                     covariance=cov, chi2=sol.chi2, chi2_nu=chi2_nu, dof=dof, n_iter=sol.n_iter.astype(np.int32),
+                     status=sol.status.astype(np.int32), stat=str(options.stat), batched=inputs[bands[0]].batched,
+                     mask={b: inputs[b].galaxies.mask for b in bands},
+                     chi2_band={b: stats[:, k] for k, b in enumerate(bands)})
+
+
+def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
+    """Joint starting values ``[{joint name: (G,)}, ...]`` of the free parameters and of
+    parameters fixed at their initial value (module docstring): with ``starts=1`` the caller's
+    values completed by automatic ones; with ``"auto"`` the start from the deepest band's own
+    fit, and the caller's start too where the caller gave values (the lower statistic is kept)."""
+    from ._fit import _per_galaxy
+
+    bands = bm.bands
+    lay = bm.layout
+    mode = parse_starts(options.starts)[0]
+    given = {n: _per_galaxy(v, G, f"init[{n!r}]", dtype, allow_nan=True) for n, v in joint_values(bm, init).items()}
+    open_fixed = [n for n, v in zip(lay.fixed, lay.fixed_values) if v is None]
+    wanted = list(lay.free) + open_fixed
+    if mode == "none" and all(n in given and not np.isnan(given[n]).any() for n in wanted):
+        return [{n: given[n] for n in wanted}]
+    # automatic values in every band (reference-band pixels)
+    guesses = []
+    for k, b in enumerate(bands):
+        inp = inputs[b]
+        gal = inp.galaxies
+        psf = inp.psf
+        guesses.append([_to_reference(bm, guess_initial(one, gal.data[g], gal.mask[g], gal.zeropoint[g],
+                                                        psf=None if psf is None else (psf[g] if inp.psf_batched else psf),
+                                                        oversample=int(options.oversample)), k)
+                        for g in range(G)])
+    deep = np.argmax(np.stack([_depth(inputs[b].galaxies) for b in bands]), axis=0)   # (G,)
+
+    def combine(shape_from):
+        start = {}
+        for k in range(len(bands)):
+            table = dict(bm.per_band[k])
+            for n in one.layout.names:
+                j = table[n]
+                if j not in wanted or j in start:
+                    continue
+                own = n in bm.banded and _own_band_value(one, n)
+                bright = own and (n.endswith(".mag") or ".mu_" in n)
+                start[j] = np.array([guesses[k][g][n] + shape_from[g][n] - guesses[deep[g]][g][n] if bright else
+                                     guesses[k][g][n] if own else shape_from[g][n] for g in range(G)], dtype)
+        return start
+
+    def with_given(start):
+        return {n: (np.where(np.isnan(given[n]), v, given[n]).astype(dtype) if n in given else v)
+                for n, v in start.items()}
+
+    automatic = combine([guesses[deep[g]][g] for g in range(G)])
+    if mode == "none":
+        return [with_given(automatic)]
+    caller = with_given(automatic)
+    # the deepest band's own fit, from the caller's values where given
+    deep_start = [{n: caller[dict(bm.per_band[deep[g]])[n]][g] for n in one.layout.names
+                   if dict(bm.per_band[deep[g]])[n] in caller} for g in range(G)]
+    refined = _refine_from_deepest(bm, one, inputs, deep, deep_start, options, G, dtype)
+    starts = [combine([{**guesses[deep[g]][g], **refined[g]} for g in range(G)])]
+    if given:
+        starts.append(caller)
+    return starts
+
+
+def _refine_from_deepest(bm, one, inputs, deep, deep_start, options, G, dtype) -> list:
+    """Fit each galaxy's deepest band alone (its own screen of starts, ``starts="auto"``) from
+    ``deep_start`` (one-band names, reference pixels); the converged values, in reference
+    pixels, per galaxy ({} where that fit failed)."""
+    from ._fit import fit
+
+    refined = [{} for _ in range(G)]
+    for k, b in enumerate(bm.bands):
+        rows = np.flatnonzero(deep == k)
+        if rows.size == 0:
+            continue
+        inp = inputs[b]
+        gal = inp.galaxies
+        sub_opts = dataclasses.replace(options, errors=None, bootstrap=None, keep_samples=False,
+                                       mask_neighbours=False)
+        scale, dx, dy = bm.grids[k]
+        init = {}
+        for n in deep_start[rows[0]]:
+            vals = np.array([_from_reference(bm, deep_start[g], k)[n] for g in rows], dtype)
+            init[n] = vals
+        res = fit(one, gal.data[rows], sigma=gal.sigma[rows], mask=gal.mask[rows],
+                  psf=None if inp.psf is None else (inp.psf[rows] if inp.psf_batched else inp.psf),
+                  zeropoint=gal.zeropoint[rows], gain=gal.gain[rows], read_noise=gal.read_noise[rows],
+                  sky=gal.sky[rows], init=init, options=sub_opts)
+        for i, g in enumerate(rows):
+            vals = _to_reference(bm, {n: float(res.values[n][i]) for n in res.values}, k)
+            if res.status[i] == Status.SUCCESS and all(np.isfinite(v) for v in vals.values()):
+                refined[g] = vals
+    return refined
+
+
+def _from_reference(bm, p: dict, k: int) -> dict:
+    """One-band parameters in the reference band's pixels, in band ``k``'s."""
+    return bm.to_band_grid(p, k)
