@@ -1,0 +1,292 @@
+"""Multiband fits (``Model(bands=...)``, ``fit``/``solve`` of ``{band: image}``) against
+independent references: GalSim galaxies drawn in three bands with known truth, NumPy's
+Chebyshev polynomials for the wavelength dependence, and pysersic's published joint fit of a
+real DECaLS g, r, z galaxy (``tests/data/decals_grz``)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import galsim
+import jax
+import numpy as np
+import pytest
+
+import galmoss_jax as gj
+from galmoss_jax._bands import band_model
+
+from _sims import SAMPLING
+
+DATA = Path(__file__).parent / "data" / "decals_grz" / "decals_grz.npz"
+N = 32
+ZP = 25.0
+WAVE = {"g": 4770.0, "r": 6230.0, "i": 7630.0}
+PSF_SIGMA = {"g": 1.3, "r": 1.0, "i": 0.9}      # px: a different Gaussian PSF in each band
+SNR = {"g": 25.0, "r": 150.0, "i": 80.0}         # g the faintest
+PSF_N = 11
+G = 64
+
+
+def _psf(sigma):
+    im = galsim.Gaussian(sigma=sigma).drawImage(nx=PSF_N, ny=PSF_N, scale=1.0, method="no_pixel").array
+    return im / im.sum()
+
+
+def _draw(n, r_e, q, pa, mag, x0, y0, psf_sigma, *, nx=N, scale=1.0, shift=0.0):
+    """GalSim image of a Sérsic galaxy through a Gaussian PSF (``psf_sigma`` in the image's
+    pixels); lengths and the centre in reference pixels, drawn on pixels of ``scale``
+    reference pixels whose indices are ``(x, y) / scale + shift``."""
+    gal = galsim.Sersic(n, half_light_radius=r_e * math.sqrt(q), flux=10.0 ** (-0.4 * (mag - ZP))) \
+        .shear(galsim.Shear(q=q, beta=(pa + 90.0) * galsim.degrees))
+    off = galsim.PositionD(x0 / scale + shift - (nx - 1) / 2.0, y0 / scale + shift - (nx - 1) / 2.0)
+    return galsim.Convolve([gal, galsim.Gaussian(sigma=psf_sigma * scale)]).drawImage(
+        nx=nx, ny=nx, scale=scale, offset=off).array.astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def three_bands():
+    """G galaxies with a shared centre and shape, independent colours, and r_e and n linear in
+    wavelength, drawn by GalSim through each band's PSF, with Gaussian noise."""
+    rng = np.random.default_rng(20261203)
+    lam = np.array(list(WAVE.values()))
+    t = (lam - lam.min()) / (lam.max() - lam.min())
+    truth = {k: [] for k in ("x0", "y0", "q", "pa")}
+    truth.update({f"{p}_{b}": [] for p in ("mag", "r_e", "n") for b in WAVE})
+    data = {b: [] for b in WAVE}
+    sigma = {b: [] for b in WAVE}
+    for _ in range(G):
+        x0, y0 = 15.5 + rng.uniform(-1, 1, 2)
+        q, pa = rng.uniform(0.4, 0.9), rng.uniform(-85, 85)
+        n0, dn = rng.uniform(1.0, 3.0), rng.uniform(-0.3, 0.6)
+        r0, dr = rng.uniform(2.5, 5.0), rng.uniform(-0.25, 0.05)
+        m0 = rng.uniform(18.0, 19.0)
+        for v, k in ((x0, "x0"), (y0, "y0"), (q, "q"), (pa, "pa")):
+            truth[k].append(v)
+        for k, b in enumerate(WAVE):
+            n, r_e, mag = n0 + dn * t[k], r0 * (1 + dr * t[k]), m0 - 0.4 * k + rng.normal(0, 0.15)
+            truth[f"n_{b}"].append(n)
+            truth[f"r_e_{b}"].append(r_e)
+            truth[f"mag_{b}"].append(mag)
+            clean = _draw(n, r_e, q, pa, mag, x0, y0, PSF_SIGMA[b])
+            s = np.sqrt((clean ** 2).sum()) / SNR[b]
+            data[b].append(clean + rng.normal(0, s, clean.shape))
+            sigma[b].append(np.full_like(clean, s))
+    truth = {k: np.array(v) for k, v in truth.items()}
+    # a start near the truth (the calibration is tested here, not the starts): radii and n
+    # within ~5 %, magnitudes 0.1 mag, centre 0.3 px, q 0.03, pa 3 deg
+    spread = {"x0": 0.3, "y0": 0.3, "q": 0.03, "pa": 3.0, "mag": 0.1}
+    start = {}
+    for k, v in truth.items():
+        p = k.split("_")[0] if k.startswith("mag") else k
+        start["sersic_" + k] = (v + rng.normal(0, spread[p], G) if p in spread
+                                else v * (1 + 0.05 * rng.standard_normal(G)))
+    return {b: np.array(v) for b, v in data.items()}, {b: np.array(v) for b, v in sigma.items()}, \
+        {b: _psf(s) for b, s in PSF_SIGMA.items()}, truth, start
+
+
+MODEL = gj.Model("sersic", bands={"mag": "free", "r_e": 1, "n": 1})
+
+
+@pytest.fixture(scope="module")
+def joint_and_alone(three_bands):
+    data, sigma, psf, truth, start = three_bands
+    joint = gj.fit(MODEL, data, sigma=sigma, psf=psf, zeropoint=ZP, wavelength=WAVE, init=start,
+                   sampling=SAMPLING, starts=1)
+    alone = {}
+    for b in WAVE:
+        init = {k: start[f"sersic_{k}_{b}"] if f"sersic_{k}_{b}" in start else start[f"sersic_{k}"]
+                for k in ("x0", "y0", "mag", "r_e", "n", "q", "pa")}
+        alone[b] = gj.fit("sersic", data[b], sigma=sigma[b], psf=psf[b], zeropoint=ZP, init=init,
+                          sampling=SAMPLING, starts=1)
+    return joint, alone
+
+
+def _pull(res, name, truth):
+    d = res.values[name] - truth
+    if name.endswith("pa"):
+        d = (d + 90.0) % 180.0 - 90.0
+    return d / res.errors[name]
+
+
+def test_joint_fit_is_calibrated(three_bands, joint_and_alone):
+    """Every shared and per-band parameter: pulls (fit - truth) / error of unit width."""
+    _, _, _, truth, _ = three_bands
+    joint, _ = joint_and_alone
+    assert np.all(joint.status == 0)
+    widths = {}
+    for k, v in truth.items():
+        widths[k] = float(np.std(_pull(joint, "sersic." + k, v)))
+    bad = {k: round(w, 3) for k, w in widths.items() if not 0.8 <= w <= 1.2}
+    assert not bad, f"pull widths outside 0.8-1.2: {bad} (all: {widths})"
+    # the chi2 per band adds up, and each is near its pixel count
+    tot = sum(joint.chi2_band[b] for b in WAVE)
+    np.testing.assert_allclose(tot, joint.chi2, rtol=1e-8)
+    for b in WAVE:
+        assert abs(np.median(joint.chi2_band[b]) / N ** 2 - 1) < 0.05
+
+
+def test_joint_beats_each_band_alone(three_bands, joint_and_alone):
+    """The shared shape is measured better than by the best band alone; per-band r_e and n are
+    at least as accurate as each band alone, and clearly better in the faintest band (g)."""
+    _, _, _, truth, _ = three_bands
+    joint, alone = joint_and_alone
+    for b in WAVE:
+        assert np.all(alone[b].status == 0)
+    for k in ("x0", "y0", "q", "pa"):
+        # errors are evaluated at each fit's own optimum, so compare galaxy by galaxy in bulk
+        ratio = joint.errors[f"sersic.{k}"] / np.min([alone[b].errors[f"sersic.{k}"] for b in WAVE], axis=0)
+        assert np.median(ratio) < 0.95 and np.mean(ratio < 1) >= 0.9, (k, np.median(ratio), np.mean(ratio < 1))
+    for p in ("r_e", "n"):
+        for b in WAVE:
+            rms_joint = np.sqrt(np.mean(((joint.values[f"sersic.{p}_{b}"] - truth[f"{p}_{b}"]) / truth[f"{p}_{b}"]) ** 2))
+            rms_alone = np.sqrt(np.mean(((alone[b].values[f"sersic.{p}"] - truth[f"{p}_{b}"]) / truth[f"{p}_{b}"]) ** 2))
+            assert rms_joint <= 1.05 * rms_alone, (p, b, rms_joint, rms_alone)
+            if b == "g":
+                assert rms_joint < 0.7 * rms_alone, (p, b, rms_joint, rms_alone)
+
+
+def test_polynomial_bands_are_chebyshev_series():
+    """A parameter of degree k takes, in every band, the value of the degree-k polynomial in
+    wavelength through its fitted anchor values: NumPy's Chebyshev fit over the band range."""
+    from numpy.polynomial import chebyshev as C
+
+    wave = {"u": 3600.0, "g": 4770.0, "r": 6230.0, "i": 7630.0, "z": 9130.0}
+    model = gj.Model("sersic", bands={"mag": "free", "r_e": 1, "n": 2})
+    bm = band_model(model, tuple(wave), wave)
+    lay = bm.layout
+    assert [n for n in lay.free if n.startswith("sersic.r_e")] == ["sersic.r_e_u", "sersic.r_e_z"]
+    assert [n for n in lay.free if n.startswith("sersic.n")] == ["sersic.n_u", "sersic.n_r", "sersic.n_z"]
+    rng = np.random.default_rng(3)
+    x = rng.uniform(1.0, 3.0, lay.n_free)
+    p = lay.expand(x, np.zeros(len(lay.fixed)))
+    lam = np.array(list(wave.values()))
+    t = 2 * (lam - lam.min()) / (lam.max() - lam.min()) - 1
+    for name, idx in (("r_e", [0, 4]), ("n", [0, 2, 4])):
+        anchors = np.array([p[f"sersic.{name}_{list(wave)[i]}"] for i in idx])
+        coef = C.chebfit(t[idx], anchors, len(idx) - 1)
+        np.testing.assert_allclose([p[f"sersic.{name}_{b}"] for b in wave], C.chebval(t, coef), rtol=1e-12)
+    # k + 1 = the number of bands is a free value per band; shared parameters keep their names
+    bm3 = band_model(gj.Model("sersic", bands={"n": 2}), ("g", "r", "i"), WAVE)
+    assert {"sersic.n_g", "sersic.n_r", "sersic.n_i", "sersic.x0", "sersic.mag"} <= set(bm3.layout.free)
+    assert not bm3.layout.derived
+
+
+def test_band_inputs_are_checked():
+    img = np.ones((8, 8))
+    with pytest.raises(gj.ParameterError, match="fixed"):
+        gj.Model("sersic", fixed={"n": 1.0}, bands={"n": "free"})
+    with pytest.raises(gj.ParameterError, match="tied"):
+        gj.Model("b:sersic+d:exponential", tied={"d.x0": "b.x0"}, bands={"d.x0": "free"})
+    with pytest.raises(gj.ParameterError, match="bands\\['n'\\]"):
+        gj.Model("sersic", bands={"n": "linear"})
+    with pytest.raises(gj.ParameterError, match="wavelength is required"):
+        band_model(gj.Model("sersic", bands={"n": 1}), ("g", "r"))
+    with pytest.raises(gj.ParameterError, match="degree 2 needs at least 3 bands"):
+        band_model(gj.Model("sersic", bands={"n": 2}), ("g", "r"), {"g": 1.0, "r": 2.0})
+    with pytest.raises(gj.ParameterError, match="mapping \\{band: image\\}"):
+        gj.fit(gj.Model("sersic", bands={"mag": "free"}), img, sigma=img, zeropoint=ZP)
+    with pytest.raises(gj.ParameterError, match="sigma: give one entry for each band"):
+        gj.fit(gj.Model("sersic", bands={"mag": "free"}), {"g": img, "r": img}, sigma={"g": img}, zeropoint=ZP)
+    with pytest.raises(gj.ShapeError, match="same number of galaxies"):
+        gj.fit("sersic", {"g": np.ones((2, 8, 8)), "r": np.ones((3, 8, 8))}, gain=1.0, zeropoint=ZP)
+    with pytest.raises(gj.ParameterError, match="bootstrap"):
+        gj.fit("sersic", {"g": img, "r": img}, sigma=img, zeropoint=ZP, errors="bootstrap")
+    with pytest.raises(gj.ParameterError, match="wavelength and grid are for several bands"):
+        gj.fit("sersic", img, sigma=img, zeropoint=ZP, wavelength={"g": 1.0})
+
+
+def test_solve_bands_is_pure_jax(three_bands, joint_and_alone):
+    """``gj.solve`` of ``{band: image}`` under ``jax.jit`` and ``jax.vmap`` gives ``fit``'s answer."""
+    data, sigma, psf, truth, start = three_bands
+    joint, _ = joint_and_alone
+    init = {k: v[:2] for k, v in start.items()}
+
+    @jax.jit
+    def one(d, s, i):
+        return gj.solve(MODEL, d, sigma=s, psf=psf, zeropoint=ZP, init=i, wavelength=WAVE, sampling=SAMPLING)
+
+    sol = jax.vmap(one)({b: data[b][:2] for b in WAVE}, {b: sigma[b][:2] for b in WAVE}, init)
+    assert np.all(np.asarray(sol.status) == 0)
+    for k in joint.free_names:
+        np.testing.assert_allclose(np.asarray(sol.params[k]), joint.values[k][:2], rtol=1e-5, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(np.asarray(sol.errors[k]), joint.errors[k][:2], rtol=1e-3, err_msg=k)
+
+
+def test_bands_on_different_pixel_grids():
+    """A band with pixels 1.6 times larger and shifted (``grid=(1/1.6, d, d)``): the joint fit
+    recovers GalSim's truth, in the reference band's pixels, within its errors."""
+    rng = np.random.default_rng(7)
+    scale, shift, n_lo, Gg = 1.6, 1.3, 22, 12
+    truth = {"x0": 15.5 + rng.uniform(-1, 1, Gg), "y0": 15.5 + rng.uniform(-1, 1, Gg), "r_e": rng.uniform(2.5, 5, Gg),
+             "n": rng.uniform(0.8, 3, Gg), "q": rng.uniform(0.4, 0.9, Gg), "pa": rng.uniform(-80, 80, Gg),
+             "mag_hi": rng.uniform(18.5, 19, Gg)}
+    truth["mag_lo"] = truth["mag_hi"] - 0.5
+    data, sigma = {"hi": [], "lo": []}, {"hi": [], "lo": []}
+    for g in range(Gg):
+        for b, kw in (("hi", {}), ("lo", {"nx": n_lo, "scale": scale, "shift": shift})):
+            clean = _draw(truth["n"][g], truth["r_e"][g], truth["q"][g], truth["pa"][g], truth[f"mag_{b}"][g],
+                          truth["x0"][g], truth["y0"][g], 1.0, **kw)
+            s_ = np.sqrt((clean ** 2).sum()) / 100.0
+            data[b].append(clean + rng.normal(0, s_, clean.shape))
+            sigma[b].append(np.full_like(clean, s_))
+    model = gj.Model("sersic", bands={"mag": "free"})
+    grid = {"lo": (1 / scale, shift, shift)}
+    # the automatic start measured on the coarse band, carried to the reference pixels
+    bm = band_model(model, ("hi", "lo"), grids=grid)
+    from galmoss_jax._fit_bands import _to_reference
+    for g in range(3):
+        guess = _to_reference(bm, gj.guess_initial(model.without_bands(), data["lo"][g], np.ones((n_lo, n_lo), bool),
+                                                   ZP, psf=_psf(1.0)), 1)
+        assert abs(guess["sersic.x0"] - truth["x0"][g]) < 0.5 and abs(guess["sersic.y0"] - truth["y0"][g]) < 0.5
+        assert 0.5 < guess["sersic.r_e"] / truth["r_e"][g] < 2
+    init = {"sersic_" + k: v + rng.normal(0, 0.05, Gg) * (10 if k == "pa" else 1) for k, v in truth.items()}
+    res = gj.fit(model, {b: np.array(v) for b, v in data.items()},
+                 sigma={b: np.array(v) for b, v in sigma.items()}, psf=_psf(1.0), zeropoint=ZP,
+                 grid=grid, sampling=SAMPLING, starts=1, init=init)
+    assert np.all(res.status == 0)
+    assert res.values["sersic.mag_lo"].shape == (Gg,) and res.mask["lo"].shape == (Gg, n_lo, n_lo)
+    pulls = {k: _pull(res, "sersic." + k, v) for k, v in truth.items()}
+    for k, p in pulls.items():
+        assert np.all(np.abs(p) < 4) and np.sqrt(np.mean(p ** 2)) < 1.6, (k, p)
+    assert np.all(np.abs(res.chi2_band["lo"] / n_lo ** 2 - 1) < 0.25)
+    # the fitted galaxy drawn on the coarse band's pixels without the grid's map misses the
+    # data (the check above can fail)
+    p = {k: res.values[f"sersic.{k}"] for k in ("x0", "y0", "r_e", "n", "q", "pa")}
+    p["mag"] = res.values["sersic.mag_lo"]
+    wrong = gj.render(model.without_bands(), p, (n_lo, n_lo), psf=_psf(1.0), zeropoint=ZP, sampling=SAMPLING)
+    chi2 = (((np.array(data["lo"]) - wrong) / np.array(sigma["lo"])) ** 2).sum(axis=(1, 2))
+    assert np.all(chi2 > 10 * n_lo ** 2)
+
+
+def test_decals_grz_against_pysersic():
+    """The DECaLS g, r, z galaxy of pysersic's multiband example (its crop, mask, PSFs and
+    model: Sérsic + flat sky per band, n, ellipticity and r_eff quadratic in wavelength, centre
+    and position angle shared), fitted jointly from the automatic start.
+
+    pysersic's numbers are a variational (svi-flow) posterior under its priors and a Student-t
+    loss.  Its ellipticities agree here within 1 of its errors, n within 3.5, and r_eff in z;
+    r_eff in g and r comes out 6 % and 3 % larger (8 and 6 of its errors).  That is not the
+    loss: a Student-t (5 dof) maximum-likelihood fit with this renderer moves r_eff by < 1 %,
+    and fixing the sky at pysersic's starting values (border medians) by < 1 %; the band alone
+    (one-band fit) gives the joint fit's r_eff in r to 0.1 %.  The test holds those margins."""
+    d = np.load(DATA)
+    bands = ("g", "r", "z")
+    model = gj.Model("sersic+sky", bands={"sersic.mag": "free", "sersic.r_e": 2, "sersic.n": 2, "sersic.q": 2,
+                                          "sky.sky": "free"})
+    res = gj.fit(model, {b: d[f"{b}_image"] for b in bands}, sigma={b: d[f"{b}_sigma"] for b in bands},
+                 mask=d["mask"], psf={b: d[f"{b}_psf"] for b in bands}, zeropoint=22.5,
+                 wavelength={"g": 0.472, "r": 0.642, "z": 0.926})
+    assert res.status[0] == 0
+    assert 0.8 < res.chi2_nu[0] < 1.0      # DECaLS inverse variances are conservative
+    ref = {"g": (6.889, 0.051, 0.707, 0.007, 0.304, 0.007), "r": (6.666, 0.034, 0.796, 0.009, 0.285, 0.004),
+           "z": (6.501, 0.084, 0.896, 0.020, 0.271, 0.014)}
+    err = res.errors
+    for b, (re, s_re, n, s_n, e, s_e) in ref.items():
+        assert abs(1 - res[f"sersic_q_{b}"] - e) < 1.5 * s_e + 0.003, b
+        assert abs(res[f"sersic_n_{b}"] - n) < 4 * s_n, b
+        assert 0.98 < res[f"sersic_r_e_{b}"] / re < 1.08, b
+        # this fit's own errors are of pysersic's size
+        assert 0.5 < err[f"sersic.r_e_{b}"][0] / s_re < 2 and 0.5 < err[f"sersic.n_{b}"][0] / s_n < 2, b
+    # the magnitudes follow the light: within 0.1 mag of the masked sums (which hold some sky)
+    for b, m in (("g", 19.457), ("r", 18.934), ("z", 18.578)):
+        assert abs(res[f"sersic_mag_{b}"] - m) < 0.1, b
