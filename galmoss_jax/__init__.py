@@ -20,7 +20,8 @@ from .results import FitResult
 from ._fit import FitOptions, fit
 from .galfit import Feedme, fit_feedme, format_feedme, read_constraints, read_feedme, write_feedme
 from .imfit import ImfitConfig, fit_imfit, read_imfit_config, write_imfit_params
-from .plot import ImgBlock, elliptical_profile, plot_compare, plot_panels, plot_profile, read_imgblock
+from .plot import (ImgBlock, elliptical_profile, plot_bands, plot_compare, plot_panels, plot_profile,
+                   read_imgblock)
 from .survey import catalog_galaxies, cube_galaxies, fit_survey
 from .init import guess_initial, image_moments, neighbour_mask
 from .posterior import forward_model, log_likelihood, sample_nuts
@@ -35,7 +36,7 @@ __all__ = [
     "Solution", "solve", "FitResult", "FitOptions", "fit", "__version__",
     "Feedme", "read_feedme", "read_constraints", "fit_feedme", "format_feedme", "write_feedme",
     "ImfitConfig", "read_imfit_config", "fit_imfit", "write_imfit_params",
-    "ImgBlock", "elliptical_profile", "plot_compare", "plot_panels", "plot_profile", "read_imgblock",
+    "ImgBlock", "elliptical_profile", "plot_bands", "plot_compare", "plot_panels", "plot_profile", "read_imgblock",
     "catalog_galaxies", "cube_galaxies", "fit_survey",
     "guess_initial", "image_moments", "neighbour_mask", "forward_model", "log_likelihood", "sample_nuts",
 ]

@@ -34,6 +34,7 @@ pixel^2) change by ``5 log10(scale)`` in that band; total magnitudes do not chan
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Mapping
@@ -41,6 +42,7 @@ from typing import Mapping
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from ._conventions import wrap_angle
 from ._engine import Errors, GalaxyData
@@ -309,9 +311,30 @@ class BandProblem:
     def render_bands(self, x, galaxy: BandData, psf_fft):
         """The model image of every band (a tuple) of the joint free vector ``x`` (physical)."""
         p = self.layout.expand(x, galaxy.fixed)
-        return tuple(_render_one(self.model.base, self.model.band_params(p, k), self.shapes[k], psf_fft[k],
-                                 self.psf_shapes[k], self.oversample, galaxy.bands[k].zeropoint, self.sampling)
-                     for k in range(len(self.shapes)))
+        out = []
+        for k in range(len(self.shapes)):
+            pk = self.model.band_params(p, k)
+            vec = jnp.stack([jnp.asarray(pk[n], x.dtype) for n in self._varying])
+            const = jnp.stack([jnp.asarray(pk[n], x.dtype) for n in self._fixed]) if self._fixed else \
+                jnp.zeros((0,), x.dtype)
+            out.append(_band_image(self, k, vec, const, psf_fft[k], galaxy.bands[k].zeropoint))
+        return tuple(out)
+
+    @property
+    def _fixed(self) -> tuple:
+        return self.model.base.layout.fixed
+
+    @property
+    def _varying(self) -> tuple:
+        return tuple(n for n in self.model.base.layout.names if n not in self._fixed)
+
+    def render_band(self, k: int, vec, const, psf_fft, zeropoint):
+        """Band ``k``'s model image of its one-band parameters (that band's pixels): ``vec``
+        those that the fit varies, ``const`` the fixed ones (``model.base.layout`` order)."""
+        p = dict(zip(self._varying, vec))
+        p.update(zip(self._fixed, const))
+        return _render_one(self.model.base, p, self.shapes[k], psf_fft, self.psf_shapes[k], self.oversample,
+                           zeropoint, self.sampling)
 
     def residuals_physical(self, x, galaxy: BandData, psf_fft):
         imgs = self.render_bands(x, galaxy, psf_fft)
@@ -335,6 +358,51 @@ class BandProblem:
         """Every joint parameter and the covariance, folded to ``q <= 1`` per ellipse where the
         fold is one map of the fitted values (see :func:`_fold_bands`)."""
         return _fold_bands(self.model, self.layout.expand(x, galaxy.fixed), cov)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _band_image(problem: BandProblem, k: int, vec, const, psf_fft, zeropoint):
+    """:meth:`BandProblem.render_band`, whose derivative in the parameters is taken in the
+    band's own parameters.
+
+    A band's image depends on the joint free vector only through its one-band parameters (a
+    linear map: shared values, its own values, interpolation weights).  Differentiated
+    directly, the Jacobian of the joint residuals would push every joint parameter's tangent
+    through every band's rendering (P renders per band); this rule renders each band once per
+    one-band parameter and maps the result linearly (``jax.vmap`` of the rule over the P
+    tangents computes that Jacobian once).  Measured (benchmarks/bands.py, three bands, 13
+    joint parameters): the joint fit costs 3.1 times a one-band fit instead of 4.0.  Fixed
+    parameters (``const``) and the PSF and zero point are differentiated only where they carry
+    a tangent (the implicit derivative of a fit in them)."""
+    return problem.render_band(k, vec, const, psf_fft, zeropoint)
+
+
+def _materialise(t, like):
+    return jnp.zeros_like(like) if isinstance(t, SymbolicZero) else t
+
+
+def _band_image_jvp(problem, k, primals, tangents):
+    vec, const, psf_fft, zp = primals
+    d_vec, d_const, d_psf, d_zp = tangents
+
+    def render(v):
+        img = problem.render_band(k, v, const, psf_fft, zp)
+        return img, img
+
+    if isinstance(d_vec, SymbolicZero):
+        img = problem.render_band(k, vec, const, psf_fft, zp)
+        out = jnp.zeros_like(img)
+    else:   # the image and its Jacobian (H, W, n) in one forward pass
+        jac, img = jax.jacfwd(render, has_aux=True)(vec)
+        out = jnp.tensordot(jac, d_vec, axes=1, precision=jax.lax.Precision.HIGHEST)
+    zero = lambda t: isinstance(t, SymbolicZero)   # noqa: E731
+    if not all(zero(t) for t in jax.tree.leaves((d_const, d_psf, d_zp), is_leaf=zero)):
+        d_rest = jax.tree.map(_materialise, (d_const, d_psf, d_zp), (const, psf_fft, zp), is_leaf=zero)
+        out = out + jax.jvp(lambda c, f, z: problem.render_band(k, vec, c, f, z), (const, psf_fft, zp), d_rest)[1]
+    return img, out
+
+
+_band_image.defjvp(_band_image_jvp, symbolic_zeros=True)
 
 
 def _fold_bands(bm: BandModel, values: dict, cov):

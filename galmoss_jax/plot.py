@@ -26,7 +26,7 @@ import numpy as np
 from ._errors import GalmossError, InputFileError, ParameterError, ShapeError
 
 __all__ = ["ImgBlock", "read_imgblock", "elliptical_profile", "robust_offset", "plot_panels",
-           "plot_profile", "plot_compare", "cmd_plot", "add_parser"]
+           "plot_profile", "plot_compare", "plot_bands", "cmd_plot", "add_parser"]
 
 _DIAGNOSTIC_COLUMNS = ("id", "chi2", "chi2_nu", "dof", "n_iter", "status", "status_msg")
 
@@ -588,6 +588,68 @@ def plot_compare(table, reference, columns=None, *, match=None, labels=("this fi
     for ax in axes[n:]:
         ax.remove()
     fig.suptitle(title if title is not None else f"{labels[0]} vs {labels[1]}", fontsize="medium")
+    return fig
+
+
+def plot_bands(result, galaxy: int = 0, params=None, *, alone=None, ncols=3, panel_size=3.0, title=None):
+    """Each band-dependent parameter of a multiband fit against wavelength, with 1-sigma errors.
+
+    Args:
+        result: a :class:`~galmoss_jax.results.FitResult` of several bands (``fit`` of
+            ``{band: image}``).
+        galaxy: the row to plot.
+        params: one-band parameter names (``"sersic.r_e"``, or bare for one component);
+            default every parameter that differs between bands.
+        alone: ``{band: FitResult}`` of one-band fits of the same galaxies (each band fitted
+            alone), drawn beside the joint values.
+    Returns:
+        the Figure; axis x is the wavelength given to the fit (the band order when the fit had
+        none), each point labelled by its band.
+    """
+    bm = result.model
+    if not hasattr(bm, "bands"):
+        raise ParameterError("plot_bands needs the result of a multiband fit (data given as {band: image})")
+    names = sorted(bm.banded, key=bm.base.layout.names.index) if params is None else \
+        [bm.base.resolve(p, "params") for p in params]
+    for n in names:
+        if n not in bm.banded:
+            raise ParameterError(f"params: {n!r} is shared by every band; nothing to plot against wavelength")
+    if not names:
+        raise ParameterError("this fit has no parameter that differs between bands")
+    if not 0 <= galaxy < result.status.shape[0]:
+        raise ParameterError(f"galaxy must be in 0 .. {result.status.shape[0] - 1}, got {galaxy}")
+    lam = np.asarray(bm.wavelengths if bm.wavelengths is not None else np.arange(len(bm.bands)), float)
+    errs = result.errors
+    n = len(names)
+    ncols = max(1, min(int(ncols), n))
+    nrows = -(-n // ncols)
+    fig = _new_figure((panel_size * ncols + 0.3, panel_size * nrows + 0.5))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax, name in zip(axes, names):
+        joint = [dict(t)[name] for t in bm.per_band]
+        y = np.array([result.values[j][galaxy] for j in joint], float)
+        e = np.array([errs[j][galaxy] for j in joint], float)
+        fitted = np.array([j in bm.layout.free for j in joint])
+        ax.errorbar(lam, y, yerr=np.nan_to_num(e), fmt="o", ms=4, color="C0", ecolor="C0", capsize=2, label="joint")
+        if (~fitted).any():   # interpolated bands: open symbols
+            ax.plot(lam[~fitted], y[~fitted], "o", ms=4, mfc="white", mec="C0", zorder=3)
+        if alone:
+            idx = [i for i, b in enumerate(bm.bands) if b in alone]
+            ya = np.array([alone[bm.bands[i]].values[name][galaxy] for i in idx], float)
+            ea = np.array([alone[bm.bands[i]].errors[name][galaxy] for i in idx], float)
+            shift = 0.01 * (lam.max() - lam.min() if lam.size > 1 else 1.0)
+            ax.errorbar(lam[idx] + shift, ya, yerr=np.nan_to_num(ea), fmt="s", ms=3.5, color="C1", capsize=2,
+                        label="alone")
+        for i, b in enumerate(bm.bands):
+            ax.annotate(b, (lam[i], y[i]), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
+        unit = bm.base.param(name).unit
+        ax.set_ylabel(f"{name}" + (f" ({unit})" if unit else ""), fontsize="small")
+        ax.set_xlabel("wavelength" if bm.wavelengths is not None else "band", fontsize="small")
+        ax.tick_params(labelsize="small")
+    axes[0].legend(fontsize="x-small")
+    for ax in axes[n:]:
+        ax.remove()
+    fig.suptitle(title if title is not None else f"galaxy {galaxy}: {bm.spec_string}", fontsize="medium")
     return fig
 
 

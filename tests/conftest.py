@@ -37,7 +37,7 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 # The longest modules first (measured, cold compilation cache): pytest-xdist hands whole files
 # (--dist loadfile) to the two workers in collection order, so a long file collected last would
 # leave one worker idle at the end.
-SLOW_FIRST = ("test_notebooks.py", "test_fit_recovery.py", "test_init_multistart.py", "test_engine.py",
+SLOW_FIRST = ("test_notebooks.py", "test_fit_recovery.py", "test_init_multistart.py", "test_engine.py", "test_bands.py",
               "test_survey.py")
 
 

@@ -290,3 +290,54 @@ def test_decals_grz_against_pysersic():
     # the magnitudes follow the light: within 0.1 mag of the masked sums (which hold some sky)
     for b, m in (("g", 19.457), ("r", 18.934), ("z", 18.578)):
         assert abs(res[f"sersic_mag_{b}"] - m) < 0.1, b
+
+
+def test_wavelength_figure(joint_and_alone):
+    """``plot_bands`` draws every band-dependent parameter at the fit's wavelengths, with the
+    fitted values and errors, and each band alone beside them."""
+    joint, alone = joint_and_alone
+    fig = gj.plot_bands(joint, galaxy=3, alone=alone)
+    axes = fig.axes
+    assert [a.get_ylabel().split(" ")[0] for a in axes] == ["sersic.mag", "sersic.r_e", "sersic.n"]
+    for ax, p in zip(axes, ("mag", "r_e", "n")):
+        pts = ax.containers[0].lines[0]
+        np.testing.assert_allclose(pts.get_xdata(), list(WAVE.values()))
+        np.testing.assert_allclose(pts.get_ydata(), [joint.values[f"sersic.{p}_{b}"][3] for b in WAVE])
+        np.testing.assert_allclose(ax.containers[1].lines[0].get_ydata(), [alone[b].values[f"sersic.{p}"][3] for b in WAVE])
+    with pytest.raises(gj.ParameterError, match="shared by every band"):
+        gj.plot_bands(joint, params=["q"])
+    with pytest.raises(gj.ParameterError, match="multiband"):
+        gj.plot_bands(alone["g"])
+
+
+def test_joint_fit_is_differentiable(three_bands):
+    """The derivative (``jax.jvp``; ``jax.grad`` is its transpose) of a joint fit's r_e in g
+    with respect to the width of g's PSF, by implicit differentiation through every band,
+    equals central differences of refits."""
+    import jax.numpy as jnp
+
+    data, sigma, psf, truth, start = three_bands
+    g = 5
+    bands = ("g", "r")     # two bands: the derivative program's compile time grows with the bands
+    model = gj.Model("sersic", bands={"mag": "free", "r_e": "free"})
+    init = {k: float(v[g]) for k, v in start.items() if not k.endswith("_i")}
+    init = {k: v for k, v in init.items() if k.startswith(("sersic_mag", "sersic_r_e")) or not k.endswith("_r")}
+    init = {(k[:-2] if k.startswith("sersic_n_") else k): v for k, v in init.items()}
+    yy, xx = np.mgrid[:PSF_N, :PSF_N] - PSF_N // 2
+
+    def r_e_g(width):
+        k = jnp.exp(-0.5 * (xx ** 2 + yy ** 2) / width ** 2)
+        psfs = {"g": k / k.sum(), "r": psf["r"]}
+        sol = gj.solve(model, {b: data[b][g] for b in bands}, sigma={b: sigma[b][g] for b in bands}, psf=psfs,
+                       zeropoint=ZP, init=init, sampling=SAMPLING,
+                       solver=gj.LevenbergMarquardt(ftol=1e-14, xtol=1e-14, gtol=1e-14))
+        return sol.params["sersic.r_e_g"], sol.status
+
+    # one program gives the fit (primal) and its derivative (tangent); the refits reuse it
+    f = jax.jit(lambda w: jax.jvp(r_e_g, (w,), (jnp.ones_like(w),)))
+    (value, status), (grad, _) = f(jnp.float64(PSF_SIGMA["g"]))
+    assert int(status) == 0
+    h = 1e-3
+    fd = (f(jnp.float64(PSF_SIGMA["g"] + h))[0][0] - f(jnp.float64(PSF_SIGMA["g"] - h))[0][0]) / (2 * h)
+    assert float(grad) < 0          # a wider PSF leaves a smaller galaxy
+    np.testing.assert_allclose(float(grad), float(fd), rtol=2e-3)
