@@ -132,7 +132,108 @@ def _build_model(args):
         tied[a.strip()] = b.strip()
     for k in list(fixed):
         base.resolve(k, "--fix")
-    return Model(args.model, fixed=fixed, free=free, tied=tied), init
+    modes = {}
+    for item in getattr(args, "band_mode", None) or []:
+        k, sep, v = (t.strip() for t in item.partition("="))
+        if not sep:
+            raise ParameterError(f"--band-mode: expected PARAM=free|shared|DEGREE, got {item!r}")
+        modes[k] = v if v in ("free", "shared") else _degree(v)
+    if modes and not getattr(args, "band", None):
+        raise ParameterError("--band-mode needs several bands (--band NAME IMAGE ...)")
+    return Model(args.model, fixed=fixed, free=free, tied=tied, bands=modes or None), init
+
+
+def _degree(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise ParameterError(f"--band-mode: expected free, shared or a polynomial degree, got {text!r}") from None
+
+
+_BAND_KEYS = ("sigma", "psf", "mask", "zeropoint", "wavelength", "gain", "read_noise", "sky", "grid")
+
+
+def _band_inputs(args):
+    """The ``--band NAME IMAGE [KEY=VALUE ...]`` options: per band its image and its own sigma,
+    PSF, mask, zero point, wavelength, noise model and grid, else the shared options'."""
+    from .io import read_image, read_mask
+
+    bands = {}
+    for spec in args.band:
+        if len(spec) < 2:
+            raise ParameterError(f"--band: expected NAME IMAGE [KEY=VALUE ...], got {' '.join(spec)!r}")
+        name, image, *rest = spec
+        if name in bands:
+            raise ParameterError(f"--band: band {name!r} is given twice")
+        opts = {}
+        for item in rest:
+            k, sep, v = item.partition("=")
+            if not sep or k not in _BAND_KEYS:
+                raise ParameterError(f"--band {name}: expected KEY=VALUE with KEY one of {', '.join(_BAND_KEYS)}, "
+                                     f"got {item!r}")
+            opts[k] = v
+        bands[name] = (image, opts)
+    out = {k: {} for k in ("data",) + _BAND_KEYS}
+
+    def number(b, key, text):
+        try:
+            return float(text)
+        except ValueError:
+            raise ParameterError(f"--band {b}: {key} must be a number, got {text!r}") from None
+
+    for b, (image, opts) in bands.items():
+        out["data"][b] = read_image(image, name=f"--band {b} IMAGE")
+        sig = opts.get("sigma", args.sigma)
+        out["sigma"][b] = read_image(sig, name=f"--band {b} sigma") if sig else None
+        if out["sigma"][b] is None and args.gain is None and "gain" not in opts and args.stat == "chi2":
+            raise ParameterError(f"--band {b}: give sigma=FILE (or --sigma) or a gain")
+        psf = opts.get("psf", args.psf)
+        out["psf"][b] = read_image(psf, name=f"--band {b} psf") if psf else None
+        m = opts.get("mask", args.mask)
+        out["mask"][b] = read_mask(m, name=f"--band {b} mask") if m else None
+        out["zeropoint"][b] = (number(b, "zeropoint", opts["zeropoint"]) if "zeropoint" in opts
+                               else _zeropoint(args, image, None))
+        out["gain"][b] = number(b, "gain", opts["gain"]) if "gain" in opts else args.gain
+        out["read_noise"][b] = number(b, "read_noise", opts["read_noise"]) if "read_noise" in opts else args.read_noise
+        out["sky"][b] = number(b, "sky", opts["sky"]) if "sky" in opts else args.sky
+        if "wavelength" in opts:
+            out["wavelength"][b] = number(b, "wavelength", opts["wavelength"])
+        if "grid" in opts:
+            parts = opts["grid"].split(",")
+            if len(parts) != 3:
+                raise ParameterError(f"--band {b}: grid must be SCALE,DX,DY, got {opts['grid']!r}")
+            out["grid"][b] = tuple(number(b, "grid", t) for t in parts)
+    if out["wavelength"] and len(out["wavelength"]) != len(bands):
+        raise ParameterError("--band: give wavelength=W for every band or for none")
+    for k in ("zeropoint",):
+        if all(v is None for v in out[k].values()):
+            out[k] = None
+    return out
+
+
+def _cmd_fit_bands(args, model, init, options):
+    """``galmoss-jax fit --band ...``: one joint fit of every galaxy in all bands."""
+    from ._bands import band_model
+    from ._fit import fit
+    from .io import read_table
+    from .results import check_table_output, write_table
+
+    if args.image is not None:
+        raise ParameterError("give the images with --band NAME IMAGE ..., not as IMAGE")
+    if args.imgblock:
+        raise ParameterError("--imgblock is not available for several bands yet")
+    check_table_output(args.out, overwrite=args.overwrite, name="--out")
+    inp = _band_inputs(args)
+    if args.init:
+        bm = band_model(model, tuple(inp["data"]), inp["wavelength"] or None, inp["grid"] or None)
+        init.update(_table_params(bm, read_table(args.init, name="--init"), "--init"))
+    res = fit(model, inp["data"], sigma=inp["sigma"], mask=inp["mask"], psf=inp["psf"], init=init or None,
+              zeropoint=inp["zeropoint"], gain=inp["gain"], read_noise=inp["read_noise"], sky=inp["sky"],
+              wavelength=inp["wavelength"] or None, grid=inp["grid"] or None, options=options)
+    table = res.to_table()
+    write_table(table, args.out, overwrite=args.overwrite, name="--out")
+    ok = int((res.status == 0).sum())
+    print(f"fitted {len(table)} galaxies in {len(inp['data'])} bands ({ok} succeeded) -> {args.out}")
 
 
 def fit_options(args):
@@ -158,6 +259,12 @@ def cmd_fit(args):
 
     model, init = _build_model(args)
     options = fit_options(args)
+    if args.band:
+        if survey.wants_survey(args):
+            raise ParameterError("--band: a streaming run (--catalog/--batch-size/--resume) of several bands is "
+                                 "not available yet")
+        _cmd_fit_bands(args, model, init, options)
+        return
     if survey.wants_survey(args):
         survey.cmd_fit_survey(args, model, init, options, _table_params)
         return
@@ -299,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="starting strategy: auto (screened grid, default), 1 (init only) or S best starts")
     f.add_argument("--mask-neighbours", action="store_true",
                    help="mask other sources found by sep detection/deblending (needs the detect extra)")
+    f.add_argument("--band", action="append", nargs="+", metavar="ITEM",
+                   help="NAME IMAGE [KEY=VALUE ...]: one band of a joint multiband fit (repeat per band): its name, image and its own "
+                        "sigma=, psf=, mask=, zeropoint=, wavelength=, gain=, read_noise=, sky=, "
+                        "grid=SCALE,DX,DY (else the shared --sigma, --psf, ... options)")
+    f.add_argument("--band-mode", action="append", metavar="PARAM=free|DEGREE",
+                   help="how a parameter changes between bands: free (one value per band) or a polynomial "
+                        "degree in wavelength (default: shared by every band)")
     f.add_argument("--imgblock", metavar="DIR", help="write per-galaxy image blocks into DIR")
     f.add_argument("--out", required=True, help="result table (.fits, .ecsv, .csv, .parquet)")
     f.add_argument("--overwrite", action="store_true")

@@ -336,7 +336,7 @@ class Model:
         if self.band_modes:
             raise ParameterError(f"{argument}: the model says how parameters change between bands (bands=...), "
                                  "so the data must be a mapping {band: image}; for one band use a Model "
-                                 "without bands")
+                                 "without bands (model.without_bands())")
 
     def render(self, params, shape, **kwargs):
         """Render this model; see :func:`render`."""
@@ -576,6 +576,7 @@ def render(model, params, shape, *, psf=None, zeropoint=None, oversample: int = 
     of parameters.
     """
     model = as_model(model)
+    model.refuse_band_modes("render")
     try:
         shape = tuple(int(s) for s in shape)
     except (TypeError, ValueError):
@@ -692,6 +693,7 @@ class Renderer(eqx.Module):
     def __init__(self, model, shape, *, psf_shape=None, oversample: int = 1, sampling: Sampling | None = None,
                  fixed: Mapping | None = None):
         self.model = as_model(model)
+        self.model.refuse_band_modes("Renderer")
         try:
             self.shape = tuple(int(s) for s in shape)
         except (TypeError, ValueError):

@@ -139,6 +139,7 @@ def sample_nuts(model, data, sigma, *, init, mask=None, psf=None, zeropoint=None
     except ImportError:
         raise GalmossError("sample_nuts needs numpyro (pip install 'galmoss_jax[sampling]')") from None
     model = as_model(model)
+    model.refuse_band_modes("sample_nuts")
     free = model.free_names
     batched = np.ndim(data) == 3
     if isinstance(init, FitResult):

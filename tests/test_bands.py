@@ -191,6 +191,10 @@ def test_band_inputs_are_checked():
         gj.fit("sersic", {"g": np.ones((2, 8, 8)), "r": np.ones((3, 8, 8))}, gain=1.0, zeropoint=ZP)
     with pytest.raises(gj.ParameterError, match="bootstrap"):
         gj.fit("sersic", {"g": img, "r": img}, sigma=img, zeropoint=ZP, errors="bootstrap")
+    for call in (lambda m: gj.render(m, {}, (8, 8)), lambda m: gj.Renderer(m, (8, 8)),
+                 lambda m: gj.solve(m, img, sigma=img, init={}, zeropoint=ZP)):
+        with pytest.raises(gj.ParameterError, match="mapping \\{band: image\\}"):
+            call(gj.Model("sersic", bands={"mag": "free"}))
     with pytest.raises(gj.ParameterError, match="wavelength and grid are for several bands"):
         gj.fit("sersic", img, sigma=img, zeropoint=ZP, wavelength={"g": 1.0})
 
@@ -341,3 +345,34 @@ def test_joint_fit_is_differentiable(three_bands):
     fd = (f(jnp.float64(PSF_SIGMA["g"] + h))[0][0] - f(jnp.float64(PSF_SIGMA["g"] - h))[0][0]) / (2 * h)
     assert float(grad) < 0          # a wider PSF leaves a smaller galaxy
     np.testing.assert_allclose(float(grad), float(fd), rtol=2e-3)
+
+
+def test_command_line_fits_several_bands(three_bands, joint_and_alone, tmp_path):
+    """``galmoss-jax fit --band NAME IMAGE key=value ... --band-mode ...`` gives the joint fit."""
+    from astropy.io import fits
+    from astropy.table import Table
+
+    from galmoss_jax.cli import main
+
+    data, sigma, psf, truth, start = three_bands
+    joint, _ = joint_and_alone
+    args = ["fit"]
+    for b in WAVE:
+        for what, arr in (("img", data[b][:4]), ("sig", sigma[b][:4]), ("psf", psf[b])):
+            fits.writeto(tmp_path / f"{what}_{b}.fits", arr)
+        args += ["--band", b, str(tmp_path / f"img_{b}.fits"), f"sigma={tmp_path / f'sig_{b}.fits'}",
+                 f"psf={tmp_path / f'psf_{b}.fits'}", f"wavelength={WAVE[b]}"]
+    Table({k: v[:4] for k, v in start.items()}).write(tmp_path / "init.ecsv")
+    args += ["--band-mode", "mag=free", "--band-mode", "r_e=1", "--band-mode", "n=1", "--zeropoint", str(ZP),
+             "--starts", "1", "--init", str(tmp_path / "init.ecsv"), "--out", str(tmp_path / "out.ecsv"),
+             "--sampling", ",".join(f"{k}={getattr(SAMPLING, k)}" for k in ("n_theta", "n_r", "mid_window", "n_mid",
+                                                                           "psf_window", "psf_subsample"))]
+    assert main(args) == 0
+    t = Table.read(tmp_path / "out.ecsv")
+    for n in joint.free_names:
+        col = n.replace(".", "_", 1)
+        np.testing.assert_allclose(t[col], joint.values[n][:4], rtol=1e-6, err_msg=col)
+        np.testing.assert_allclose(t[col + "_err"], joint.errors[n][:4], rtol=1e-4, err_msg=col)
+    assert {"chi2_g", "chi2_r", "chi2_i"} <= set(t.colnames)
+    assert main(["fit", "--band", "g", str(tmp_path / "img_g.fits"), "sigma=x", "colour=1", "--out",
+                 str(tmp_path / "o2.ecsv")]) == 2
