@@ -643,6 +643,8 @@ def plot_bands(result, galaxy: int = 0, params=None, *, alone=None, ncols=3, pan
         for i, b in enumerate(bm.bands):
             ax.annotate(b, (lam[i], y[i]), textcoords="offset points", xytext=(4, 4), fontsize="x-small")
         unit = bm.base.param(name).unit
+        if unit == "mag" or name.split(".", 1)[1].startswith("mu_"):
+            ax.invert_yaxis()   # brighter up
         ax.set_ylabel(f"{name}" + (f" ({unit})" if unit else ""), fontsize="small")
         ax.set_xlabel("wavelength" if bm.wavelengths is not None else "band", fontsize="small")
         ax.tick_params(labelsize="small")
