@@ -376,3 +376,32 @@ def test_command_line_fits_several_bands(three_bands, joint_and_alone, tmp_path)
     assert {"chi2_g", "chi2_r", "chi2_i"} <= set(t.colnames)
     assert main(["fit", "--band", "g", str(tmp_path / "img_g.fits"), "sigma=x", "colour=1", "--out",
                  str(tmp_path / "o2.ecsv")]) == 2
+
+
+def test_kids_and_sdss_on_their_own_grids():
+    """A real galaxy (GAMA 266033) seen by KiDS (0.2"/px) and SDSS (0.339"/px), fitted jointly
+    on the two grids, related by the pixel-size ratio and the offset between the published
+    KiDS centre and the estimated SDSS one (``tests/data/gama_kids_sdss``).  The shared centre
+    lands on each survey's own (each band fitted alone), and the size, position angle and
+    magnitude agree with Lange et al. (2015)'s fit as loosely as that README says to expect."""
+    d = np.load(Path(__file__).parent / "data" / "gama_kids_sdss" / "G266033.npz")
+    bands = ("KiDS", "SDSS")
+    scale = 0.2 / 0.339
+    kids = np.array([66.0826, 79.0872]) - 1 - d["KiDS_origin"]
+    sdss = np.array([50.94, 51.44]) - 1 - d["SDSS_origin"]
+    dx, dy = sdss - scale * kids
+    kw = {"sigma": {b: d[f"{b}_sigma"] for b in bands}, "mask": {b: d[f"{b}_mask"] for b in bands},
+          "psf": {b: d[f"{b}_psf"] for b in bands}, "zeropoint": 0.0}
+    res = gj.fit(gj.Model("sersic", bands={"mag": "free"}), {b: d[f"{b}_image"] for b in bands},
+                 grid={"SDSS": (scale, dx, dy)}, **kw)
+    assert res.status[0] == 0
+    x0, y0 = res["sersic_x0"], res["sersic_y0"]
+    alone = {b: gj.fit("sersic", d[f"{b}_image"], **{k: v[b] if isinstance(v, dict) else v for k, v in kw.items()})
+             for b in bands}
+    assert np.hypot(x0 - alone["KiDS"]["x0"], y0 - alone["KiDS"]["y0"]) < 0.2
+    # the joint centre carried to SDSS pixels: on SDSS's own centre to a quarter of its pixel
+    assert np.hypot(scale * x0 + dx - alone["SDSS"]["x0"], scale * y0 + dy - alone["SDSS"]["y0"]) < 0.25
+    assert 0.8 < res["sersic_r_e"] / 12.5096 < 1.2
+    assert abs(res["sersic_pa"] - 39.5336) < 10
+    for b in bands:
+        assert abs(res[f"sersic_mag_{b}"] - 16.6388) < 0.2, b
