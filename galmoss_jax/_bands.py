@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from ._conventions import wrap_angle
+from ._conventions import fold_ellipse, wrap_angle
 from ._engine import Errors, GalaxyData
 from ._errors import ParameterError, ShapeError
 from ._layout import ParamLayout
@@ -444,19 +444,7 @@ def _fold_bands(bm: BandModel, values: dict, cov):
                 values[n] = wrap_angle(values[n])
             continue
         for qn, pas, rads in groups:
-            q = values[qn]
-            flip = q > 1
-            for r in rads:
-                if r in idx and qn in idx:
-                    J = J.at[idx[r], idx[qn]].set(jnp.where(flip, values[r], 0.0))
-                if r in idx:
-                    J = J.at[idx[r], idx[r]].set(jnp.where(flip, q, 1.0))
-                values[r] = jnp.where(flip, values[r] * q, values[r])
-            if qn in idx:
-                J = J.at[idx[qn], idx[qn]].set(jnp.where(flip, -1.0 / q ** 2, 1.0))
-            values[qn] = jnp.where(flip, 1.0 / q, q)
-            for pa in pas:
-                values[pa] = wrap_angle(jnp.where(flip, values[pa] + 90.0, values[pa]))
+            J = fold_ellipse(values, J, idx, qn, pas, rads)
     # tied parameters follow their (folded) sources
     for a, b in lay.tied:
         values[a] = values[b]

@@ -6,13 +6,34 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["fold_axis_ratio", "wrap_angle"]
+__all__ = ["fold_axis_ratio", "fold_ellipse", "wrap_angle"]
 
 
 def wrap_angle(pa):
     """Angles (degrees) wrapped to (-90, 90]."""
     w = jnp.mod(pa + 90.0, 180.0) - 90.0
     return jnp.where(w == -90.0, 90.0, w)
+
+
+def fold_ellipse(values: dict, J, idx: dict, qn: str, pas, radii):
+    """Fold one ellipse in place: where ``values[qn] > 1``, q -> 1/q, every angle in ``pas``
+    + 90 (all wrapped to (-90, 90]) and every radius in ``radii`` times q.  ``J`` is the
+    Jacobian of the map so far over the free parameters ``idx`` (name -> index); returns it
+    with this ellipse's terms."""
+    q = values[qn]
+    flip = q > 1
+    for r in radii:
+        if r in idx and qn in idx:   # d(r q)/dq = r
+            J = J.at[idx[r], idx[qn]].set(jnp.where(flip, values[r], 0.0))
+        if r in idx:
+            J = J.at[idx[r], idx[r]].set(jnp.where(flip, q, 1.0))
+        values[r] = jnp.where(flip, values[r] * q, values[r])
+    if qn in idx:
+        J = J.at[idx[qn], idx[qn]].set(jnp.where(flip, -1.0 / q ** 2, 1.0))
+    values[qn] = jnp.where(flip, 1.0 / q, q)
+    for pa in pas:
+        values[pa] = wrap_angle(jnp.where(flip, values[pa] + 90.0, values[pa]))
+    return J
 
 
 def fold_axis_ratio(model, free, values: dict, cov):
@@ -38,20 +59,8 @@ def fold_axis_ratio(model, free, values: dict, cov):
             values[f"{c}.pa"] = wrap_angle(values[f"{c}.pa"])
         if "q" not in names or "pa" not in names:
             continue
-        qn = f"{c}.q"
-        q = values[qn]
-        flip = q > 1
         radii = [f"{c}.{p.name}" for p in spec.params if p.unit == "pixel" and p.name not in ("x0", "y0")]
-        for r in radii:
-            if r in idx and qn in idx:   # d(r q)/dq = r
-                J = J.at[idx[r], idx[qn]].set(jnp.where(flip, values[r], 0.0))
-            if r in idx:
-                J = J.at[idx[r], idx[r]].set(jnp.where(flip, q, 1.0))
-            values[r] = jnp.where(flip, values[r] * q, values[r])
-        if qn in idx:
-            J = J.at[idx[qn], idx[qn]].set(jnp.where(flip, -1.0 / q ** 2, 1.0))
-        values[qn] = jnp.where(flip, 1.0 / q, q)
-        values[f"{c}.pa"] = wrap_angle(jnp.where(flip, values[f"{c}.pa"] + 90.0, values[f"{c}.pa"]))
+        J = fold_ellipse(values, J, idx, f"{c}.q", [f"{c}.pa"], radii)
     if free:
         hi = jax.lax.Precision.HIGHEST
         cov = jnp.matmul(jnp.matmul(J, cov, precision=hi), J.T, precision=hi)
