@@ -142,8 +142,9 @@ class BandModel:
         """The one-band parameters of band ``k`` from the joint ones, in that band's pixels."""
         return self.to_band_grid({b: p[j] for b, j in self.per_band[k]}, k)
 
-    def to_band_grid(self, p: Mapping, k: int) -> dict:
-        """One-band parameters in the reference band's pixels (any subset), in band ``k``'s."""
+    def to_band_grid(self, p: Mapping, k: int, *, inverse: bool = False) -> dict:
+        """One-band parameters (any subset) in the reference band's pixels, in band ``k``'s;
+        with ``inverse``, from band ``k``'s pixels to the reference band's."""
         out = dict(p)
         scale, dx, dy = self.grids[k]
         if (scale, dx, dy) == (1.0, 0.0, 0.0):
@@ -153,14 +154,13 @@ class BandModel:
                 n = f"{c}.{par.name}"
                 if spec.kind == "sky" or n not in out:
                     continue
-                if par.name == "x0":
-                    out[n] = scale * out[n] + dx
-                elif par.name == "y0":
-                    out[n] = scale * out[n] + dy
+                if par.name in ("x0", "y0"):
+                    d = dx if par.name == "x0" else dy
+                    out[n] = (out[n] - d) / scale if inverse else scale * out[n] + d
                 elif par.unit == "pixel":
-                    out[n] = scale * out[n]
+                    out[n] = out[n] / scale if inverse else scale * out[n]
                 elif par.name.startswith("mu_"):
-                    out[n] = out[n] + 5.0 * math.log10(scale)
+                    out[n] = out[n] + (-5.0 if inverse else 5.0) * math.log10(scale)
         return out
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Mapping
 
 import jax
@@ -34,28 +33,6 @@ from .results import FitResult
 from ._status import Status
 
 __all__ = ["fit_bands"]
-
-
-def _to_reference(bm, p: dict, k: int) -> dict:
-    """One-band parameters measured in band ``k``'s pixels, in the reference band's."""
-    scale, dx, dy = bm.grids[k]
-    if (scale, dx, dy) == (1.0, 0.0, 0.0):
-        return p
-    out = dict(p)
-    for c, spec in bm.base.components:
-        if spec.kind == "sky":
-            continue
-        for par in spec.params:
-            n = f"{c}.{par.name}"
-            if par.name == "x0":
-                out[n] = (p[n] - dx) / scale
-            elif par.name == "y0":
-                out[n] = (p[n] - dy) / scale
-            elif par.unit == "pixel":
-                out[n] = p[n] / scale
-            elif par.name.startswith("mu_"):
-                out[n] = p[n] - 5.0 * math.log10(scale)
-    return out
 
 
 def _own_band_value(model: Model, name: str) -> bool:
@@ -175,9 +152,9 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
         inp = inputs[b]
         gal = inp.galaxies
         psf = inp.psf
-        guesses.append([_to_reference(bm, guess_initial(one, gal.data[g], gal.mask[g], gal.zeropoint[g],
+        guesses.append([bm.to_band_grid(guess_initial(one, gal.data[g], gal.mask[g], gal.zeropoint[g],
                                                         psf=None if psf is None else (psf[g] if inp.psf_batched else psf),
-                                                        oversample=int(options.oversample)), k)
+                                                        oversample=int(options.oversample)), k, inverse=True)
                         for g in range(G)])
     deep = np.argmax(np.stack([_depth(inputs[b].galaxies) for b in bands]), axis=0)   # (G,)
 
@@ -228,22 +205,14 @@ def _refine_from_deepest(bm, one, inputs, deep, deep_start, options, G, dtype) -
         gal = inp.galaxies
         sub_opts = dataclasses.replace(options, errors=None, bootstrap=None, keep_samples=False,
                                        mask_neighbours=False)
-        scale, dx, dy = bm.grids[k]
-        init = {}
-        for n in deep_start[rows[0]]:
-            vals = np.array([_from_reference(bm, deep_start[g], k)[n] for g in rows], dtype)
-            init[n] = vals
+        init = {n: np.array([bm.to_band_grid(deep_start[g], k)[n] for g in rows], dtype) for n in deep_start[rows[0]]}
         res = fit(one, gal.data[rows], sigma=gal.sigma[rows], mask=gal.mask[rows],
                   psf=None if inp.psf is None else (inp.psf[rows] if inp.psf_batched else inp.psf),
                   zeropoint=gal.zeropoint[rows], gain=gal.gain[rows], read_noise=gal.read_noise[rows],
                   sky=gal.sky[rows], init=init, options=sub_opts)
         for i, g in enumerate(rows):
-            vals = _to_reference(bm, {n: float(res.values[n][i]) for n in res.values}, k)
+            vals = bm.to_band_grid({n: float(res.values[n][i]) for n in res.values}, k, inverse=True)
             if res.status[i] == Status.SUCCESS and all(np.isfinite(v) for v in vals.values()):
                 refined[g] = vals
     return refined
 
-
-def _from_reference(bm, p: dict, k: int) -> dict:
-    """One-band parameters in the reference band's pixels, in band ``k``'s."""
-    return bm.to_band_grid(p, k)
