@@ -262,8 +262,10 @@ def band_model(model: Model, bands, wavelengths=None, grids=None) -> BandModel:
     for a, b in base.tied:
         for k in (range(N) if b in banded else [0]):
             tied.append((joint(a, k), joint(b, k)))
-    layout = ParamLayout(names=tuple(names), free=tuple(free), bounds=tuple(bounds), fixed=base.fixed,
-                         fixed_values=base.fixed_values,
+    fixed = [(joint(n, k), v) for n, v in zip(base.fixed, base.fixed_values)
+             for k in (range(N) if n in banded else [0])]   # a banded fixed one: each band its own
+    layout = ParamLayout(names=tuple(names), free=tuple(free), bounds=tuple(bounds),
+                         fixed=tuple(n for n, _ in fixed), fixed_values=tuple(v for _, v in fixed),
                          defaults=tuple(d for n, d in zip(base.names, base.defaults)
                                         for _ in (range(N) if n in banded else [0])),
                          tied=tuple(tied), derived=tuple(derived))

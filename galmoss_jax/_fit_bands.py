@@ -183,17 +183,36 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
     # the deepest band's own fit, from the caller's values where given
     deep_start = [{n: caller[dict(bm.per_band[deep[g]])[n]][g] for n in one.layout.names
                    if dict(bm.per_band[deep[g]])[n] in caller} for g in range(G)]
-    refined = _refine_from_deepest(bm, one, inputs, deep, deep_start, options, G, dtype)
-    starts = [combine([{**guesses[deep[g]][g], **refined[g]} for g in range(G)])]
+    refined = _refine_alone(bm, one, inputs, deep, deep_start, options, G, dtype)
+    start = combine([{**guesses[deep[g]][g], **refined[g]} for g in range(G)])
+    # a shape parameter that differs between bands (R_e, n free or polynomial) starts in each
+    # band from that band's own fit, begun at the deepest band's: the deepest band's R_e can be
+    # far from another band's basin (a compact blue core, an extended red disc)
+    own_shape = [n for n in one.layout.names if n in bm.banded and not _own_band_value(one, n)]
+    if own_shape:
+        for k in range(len(bands)):
+            table = dict(bm.per_band[k])
+            rows = deep != k
+            if not rows.any() or not any(table[n] in lay.free for n in own_shape):
+                continue   # an interpolated band follows its anchors
+            band_start = [{n: (start[table[n]][g] if table[n] in start else refined[g].get(n, guesses[k][g][n]))
+                           for n in deep_start[g]} for g in range(G)]
+            own = _refine_alone(bm, one, inputs, np.where(rows, k, -1), band_start, options, G, dtype)
+            for n in own_shape:
+                j = table[n]
+                if j in start:
+                    start[j] = np.array([own[g].get(n, start[j][g]) if rows[g] else start[j][g]
+                                         for g in range(G)], dtype)
+    starts = [start]
     if given:
         starts.append(caller)
     return starts
 
 
-def _refine_from_deepest(bm, one, inputs, deep, deep_start, options, G, dtype) -> list:
-    """Fit each galaxy's deepest band alone (its own screen of starts, ``starts="auto"``) from
-    ``deep_start`` (one-band names, reference pixels); the converged values, in reference
-    pixels, per galaxy ({} where that fit failed)."""
+def _refine_alone(bm, one, inputs, deep, deep_start, options, G, dtype) -> list:
+    """Fit band ``deep[g]`` of each galaxy alone (its own screen of starts, ``starts="auto"``;
+    no fit where ``deep[g]`` is -1) from ``deep_start`` (one-band names, reference pixels); the
+    values reached, in reference pixels, per galaxy ({} where that fit failed)."""
     from ._fit import fit
 
     refined = [{} for _ in range(G)]
@@ -212,7 +231,8 @@ def _refine_from_deepest(bm, one, inputs, deep, deep_start, options, G, dtype) -
                   sky=gal.sky[rows], init=init, options=sub_opts)
         for i, g in enumerate(rows):
             vals = bm.to_band_grid({n: float(res.values[n][i]) for n in res.values}, k, inverse=True)
-            if res.status[i] == Status.SUCCESS and all(np.isfinite(v) for v in vals.values()):
+            # a fit stopped at the iteration limit is still a better start than the guess
+            if res.status[i] in (Status.SUCCESS, Status.MAX_ITER) and all(np.isfinite(v) for v in vals.values()):
                 refined[g] = vals
     return refined
 

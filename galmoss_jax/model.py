@@ -131,8 +131,10 @@ class Model:
             "sersic.r_e": 1}``.  A parameter not named is shared by every band; ``"free"``
             gives it one independent value per band; an integer k makes it a polynomial of
             degree k in wavelength (GalfitM's Chebyshev polynomials span the same functions;
-            0 = shared).  Bounds apply to the value in each band.  Fixed and tied parameters
-            cannot have a band mode (a tied one follows its source in each band).
+            0 = shared).  Bounds apply to the value in each band.  A parameter fixed at its
+            initial value may be ``"free"``: each band is held at its own initial value (a sky
+            level measured in each band).  Tied parameters cannot have a band mode (a tied one
+            follows its source in each band).
 
     Parameter names are ``"component.param"``; a one-component model also accepts bare
     names (``"r_e"``).
@@ -213,8 +215,13 @@ class Model:
             else:
                 raise ParameterError(f"bands[{n!r}] must be 'shared', 'free' or a polynomial degree >= 0, "
                                      f"got {mode!r}")
-            if full in fixed_map:
-                raise ParameterError(f"bands[{n!r}]: {full!r} is fixed, so it is the same in every band")
+            if full in user_fixed and user_fixed[full] is not None:
+                raise ParameterError(f"bands[{n!r}]: {full!r} is fixed at {user_fixed[full]:g}, so it is the same "
+                                     "in every band (fix it at its initial value, fixed=[...], to give each band "
+                                     "its own fixed value)")
+            if full in fixed_map and mode not in ("shared", "free", 0):
+                raise ParameterError(f"bands[{n!r}]: {full!r} is fixed; a fixed parameter is 'shared' or 'free' "
+                                     "(each band fixed at its own initial value), not a polynomial")
             if full in tied_map:
                 raise ParameterError(f"bands[{n!r}]: {full!r} is tied to {tied_map[full]!r} and follows it "
                                      "in each band; give the band mode to the source")
