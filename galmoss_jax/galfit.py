@@ -1,6 +1,8 @@
 """GALFIT feedme files: read, fit, and write GALFIT's outputs (image block, restart file, fit.log).
 
-``galmoss-jax galfit FEEDME`` runs a GALFIT input file with :func:`galmoss_jax.fit`.
+``galmoss-jax galfit FEEDME`` runs a GALFIT input file with :func:`galmoss_jax.fit`; a GalfitM
+file (several bands: ``A1)`` band labels) runs as a joint fit of its bands
+(:mod:`galmoss_jax._galfitm`).
 
 Conventions (GALFIT's, converted at this boundary only, DESIGN.md A):
 
@@ -74,7 +76,7 @@ HEADER_KEYS = {"x0": "XC", "y0": "YC", "mag": "MAG", "r_e": "RE", "r_s": "RS", "
 # extra names accepted in constraint files, besides the header keys and the line numbers
 _CONSTRAINT_ALIASES = {"x": "x0", "y": "y0", "re": "r_e", "q": "q", "mu": None, "c": "c0", "pow": "beta"}
 
-_CONTROL = "ABCDEFGHIJKOP"
+_CONTROL = "ABCDEFGHIJKOPUVW"   # U, V, W: GalfitM's non-parametric, MultiNest and output options
 _LINE_RE = re.compile(r"^\s*([A-Za-z0-9]+)\)\s*(.*)$")
 
 
@@ -94,6 +96,7 @@ class FeedmeParam:
     values: tuple
     free: tuple
     line: int = 0
+    dof: int | None = None   # GalfitM: free Chebyshev coefficients in wavelength (values: one per band)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +132,13 @@ class Feedme:
     mode: int = 0                        # 0 fit, 1 model only, 2 image block only
     components: tuple = ()
     path: str | None = None              # the file read (relative paths are relative to its directory)
+    # GalfitM (several bands): A1) band labels, A2) wavelengths, J) one zero point per band,
+    # W) the image extensions written; A, C, D, F hold comma-separated lists (one name per band
+    # or one for all)
+    bands: tuple = ()
+    wavelengths: tuple = ()
+    zeropoints: tuple = ()
+    outputs: tuple = ("blank", "input", "model", "residual")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,8 +180,17 @@ def _n_values(kind: str, key: str) -> int:
     return 2 if key == "1" and kind != "sky" else 1
 
 
+def _lines(kind: str, banded: bool = False) -> dict:
+    """Feedme line -> galmoss_jax parameter(s) of a component; in a GalfitM file (``banded``)
+    a centred profile's x is on line 1 and y on line 2, as GalfitM writes them."""
+    lines = COMPONENTS[kind][1]
+    if banded and kind != "sky":
+        lines = {"1": ("x0",), "2": ("y0",), **{k: v for k, v in lines.items() if k != "1"}}
+    return lines
+
+
 def read_feedme(path) -> Feedme:
-    """Parse a GALFIT feedme file into a :class:`Feedme`.
+    """Parse a GALFIT (or GalfitM: :mod:`galmoss_jax._galfitm`) feedme file into a :class:`Feedme`.
 
     Raises :class:`InputFileError` naming the line (number and text) for an unknown option
     letter, an unknown component, an unsupported feature (Fourier modes, bending, truncation,
@@ -199,6 +218,9 @@ def read_feedme(path) -> Feedme:
             _fail(path, lineno, raw, "expected 'KEY) value ...'")
         key, rest = m.group(1), m.group(2).strip()
         tokens = rest.split()
+        if key.upper() in ("A1", "A2"):         # GalfitM: band labels, wavelengths
+            control[key.upper()] = (rest, lineno, raw)
+            continue
         if len(key) == 1 and key.isalpha() and key.upper() != "Z":
             if key not in _CONTROL + "S":       # S: GALFIT 2's interactive toggle, ignored like O
                 _fail(path, lineno, raw, f"unknown option letter {key!r} (GALFIT control items are A-K, O, P)")
@@ -225,12 +247,17 @@ def read_feedme(path) -> Feedme:
         elif not key.isdigit():
             what = {"F": "Fourier modes", "B": "bending modes", "R": "coordinate rotation", "T": "truncation"}
             _fail(path, lineno, raw, f"{what.get(key[0].upper(), 'parameter')} {key!r} is not supported")
-        lines_of = COMPONENTS[kind][1]
+        banded = "A1" in control
+        lines_of = _lines(kind, banded)
         if key not in lines_of:
             # GALFIT lists unused lines (e.g. 6-8 of a sersic); they must not ask to be fitted
             _floats(path, lineno, raw, tokens, 1, f"parameter {key})")
             if len(tokens) > 1 and tokens[1] not in ("0",):
                 _fail(path, lineno, raw, f"parameter {key}) is not used by a {kind} component and cannot be fitted")
+            continue
+        if banded:
+            from ._galfitm import band_param_lines
+            cur[1].extend(band_param_lines(path, lineno, raw, kind, key, tokens, control))
             continue
         nv = _n_values(kind, key)
         vals = _floats(path, lineno, raw, tokens, nv, f"parameter {key})")
@@ -252,6 +279,13 @@ def read_feedme(path) -> Feedme:
         _fail(path, control["A"][1], control["A"][2], "A): no image name")
     if "B" in control:
         kw["output"] = control["B"][0].split()[0]
+    if "D" in control and len(control["D"][0].split()) > 1:
+        rest, ln, raw = control["D"]
+        _fail(path, ln, raw, "D): a diffusion kernel after the PSF is not supported")
+    if "C" in control and len(control["C"][0].split()) > 1:   # GalfitM: sigma image(s), minimum sigma factor
+        rest, ln, raw = control["C"]
+        if not _isnum(rest.split()[1]) or float(rest.split()[1]) != 0:
+            _fail(path, ln, raw, "C): a minimum sigma factor other than 0 is not supported")
     for letter, field in (("C", "sigma"), ("D", "psf"), ("F", "mask"), ("G", "constraints")):
         if letter in control:
             v = _none(control[letter][0].split()[0] if control[letter][0].split() else "")
@@ -272,7 +306,7 @@ def read_feedme(path) -> Feedme:
         rest, ln, raw = control["I"]
         cb = _floats(path, ln, raw, rest.split(), 2, "I) convolution box (x y)")
         kw["convbox"] = tuple(int(v) for v in cb)
-    if "J" in control:
+    if "J" in control and "A1" not in control:   # GalfitM's per-band list: band_control
         rest, ln, raw = control["J"]
         (kw["zeropoint"],) = _floats(path, ln, raw, rest.split(), 1, "J) magnitude zero point")
     if "K" in control:
@@ -293,8 +327,12 @@ def read_feedme(path) -> Feedme:
         kw["mode"] = int(p)
     if not comps:
         raise InputFileError(f"{path}: no components ('0) sersic' ...)")
+    from ._galfitm import band_control, output_options
+    kw.update(output_options(path, control))
+    if "A1" in control:
+        kw.update(band_control(path, control))
     for c in comps:
-        need = [k for k in COMPONENTS[c.kind][1] if k != "C0" and c.get(k) is None]
+        need = [k for k in _lines(c.kind, "A1" in control) if k != "C0" and c.get(k) is None]
         if need:
             raise InputFileError(f"{path}: line {c.line} ({c.kind!r}): missing parameter line(s) {', '.join(k + ')' for k in need)}")
     return Feedme(components=tuple(comps), **kw)
@@ -698,10 +736,13 @@ def rebase_paths(feedme: Feedme, new_path) -> Feedme:
     relative to the new file's directory, so that they still name the same files."""
     directory = os.path.dirname(os.path.abspath(new_path))
 
-    def rel(name):
-        if name is None or os.path.isabs(name):
+    def rel1(name):
+        if name is None or os.path.isabs(name) or name.lower() == "none":
             return name
         return os.path.relpath(_resolve(feedme, name), os.path.abspath(directory))
+
+    def rel(name):   # a GalfitM list: each band's name
+        return name if name is None else ",".join(rel1(n) for n in name.split(","))
 
     return dataclasses.replace(feedme, image=rel(feedme.image), sigma=rel(feedme.sigma), psf=rel(feedme.psf),
                                mask=rel(feedme.mask), constraints=rel(feedme.constraints),
@@ -844,6 +885,10 @@ def fit_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine=None
 
     if not isinstance(feedme, Feedme):
         feedme = read_feedme(feedme)
+    if feedme.bands:   # a GalfitM file
+        from ._galfitm import fit_band_feedme
+        return fit_band_feedme(feedme, output_dir=output_dir, gain=gain, rdnoise=rdnoise, ncombine=ncombine,
+                               exptime=exptime, sky=sky, max_iter=max_iter, write=write)
     cons = read_constraints(_resolve(feedme, feedme.constraints)) if feedme.constraints else ()
     model, init = feedme_model(feedme, cons)
     d = load_feedme_data(feedme, gain=gain, rdnoise=rdnoise, ncombine=ncombine, exptime=exptime, sky=sky)
@@ -924,7 +969,7 @@ def cmd_galfit(args):
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    g = sub.add_parser("galfit", help="run a GALFIT feedme file (fit, image block, restart file, fit.log)")
+    g = sub.add_parser("galfit", help="run a GALFIT or GalfitM feedme file (fit, image block, restart file, fit.log)")
     g.add_argument("feedme", help="GALFIT input file")
     g.add_argument("--out-dir", default=".", help="where the image block, galfit.NN and fit.log go (default .)")
     g.add_argument("--gain", type=float, help="override the GAIN header keyword (e-/ADU)")
