@@ -430,8 +430,6 @@ def format_band_feedme(feedme, bm, values: dict, *, header_lines=()) -> str:
     text = "\n".join(out).rstrip("\n") + "\n"
     a_line = next(ln for ln in text.splitlines() if ln.startswith("A) "))
     text = text.replace(a_line, a_line + "\n" + "\n".join(bands_head), 1)
-    if feedme.outputs != _OUTPUTS:
-        text = text.replace("\nP) ", f"\nW) {','.join(feedme.outputs):<20s} # Output options\nP) ", 1)
     return text + "\n".join(lines) + "\n" + "=" * 80 + "\n"
 
 

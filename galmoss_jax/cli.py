@@ -215,15 +215,18 @@ def _cmd_fit_bands(args, model, init, options):
     """``galmoss-jax fit --band ...``: one joint fit of every galaxy in all bands."""
     from ._bands import band_model
     from ._fit import fit
-    from .io import read_table
+    from ._noise import sigma_from_data
+    from .io import imgblock_paths, read_table, write_imgblocks
     from .results import check_table_output, write_table
 
     if args.image is not None:
         raise ParameterError("give the images with --band NAME IMAGE ..., not as IMAGE")
-    if args.imgblock:
-        raise ParameterError("--imgblock is not available for several bands yet")
     check_table_output(args.out, overwrite=args.overwrite, name="--out")
     inp = _band_inputs(args)
+    if args.imgblock:
+        imgblock_paths(args.imgblock, range(1 if next(iter(inp["data"].values())).ndim == 2 else
+                                            next(iter(inp["data"].values())).shape[0]),
+                       overwrite=args.overwrite, name="--imgblock")
     if args.init:
         bm = band_model(model, tuple(inp["data"]), inp["wavelength"] or None, inp["grid"] or None)
         init.update(_table_params(bm, read_table(args.init, name="--init"), "--init"))
@@ -232,6 +235,12 @@ def _cmd_fit_bands(args, model, init, options):
               wavelength=inp["wavelength"] or None, grid=inp["grid"] or None, options=options)
     table = res.to_table()
     write_table(table, args.out, overwrite=args.overwrite, name="--out")
+    if args.imgblock:   # sigma from the data where a band has no map, as the fit built it
+        sigma = {b: s if s is not None else
+                 sigma_from_data(np.asarray(inp["data"][b], float), inp["gain"][b], inp["read_noise"][b], inp["sky"][b])
+                 for b, s in inp["sigma"].items()}
+        write_imgblocks(res, inp["data"], sigma, inp["mask"], args.imgblock, psf=inp["psf"],
+                        zeropoint=inp["zeropoint"], oversample=args.oversample, overwrite=args.overwrite)
     ok = int((res.status == 0).sum())
     print(f"fitted {len(table)} galaxies in {len(inp['data'])} bands ({ok} succeeded) -> {args.out}")
 

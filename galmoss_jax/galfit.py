@@ -706,6 +706,8 @@ def format_feedme(feedme: Feedme, *, header_lines=()) -> str:
     out += [f"J) {feedme.zeropoint:<20.4f} # Magnitude photometric zeropoint",
             f"K) {feedme.platescale[0]:<9.4f} {feedme.platescale[1]:<10.4f} # Plate scale (dx dy)   [arcsec per pixel]",
             f"O) {feedme.display:<20s} # Display type (regular, curses, both)",
+            *([f"W) {','.join(feedme.outputs):<20s} # Output image extensions"]
+              if feedme.outputs != ("blank", "input", "model", "residual") else []),
             f"P) {feedme.mode:<20d} # Choose: 0=optimize, 1=model, 2=imgblock, 3=subcomps", "",
             "# INITIAL FITTING PARAMETERS", "#   par)    par value(s)    fit toggle(s)    # parameter description", ""]
     for i, comp in enumerate(feedme.components, 1):
@@ -911,7 +913,7 @@ def fit_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine=None
         stats = {"region": d.region, "exptime": d.exptime}
         hdr = galfit_header(feedme, gv, None, stats)
         if write:
-            _write_block(d, img, hdr, out_path)
+            _write_block(d, img, hdr, out_path, feedme.outputs)
             files["imgblock"] = out_path
         return FeedmeFit(None, model, feedme, files)
 
@@ -928,7 +930,7 @@ def fit_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine=None
              "NFIX": n_fix, "CHI2NU": float(res.chi2_nu[0]), "STATUS": int(res.status[0]), "fixed": fixed}
     if write:
         img = _render_output(model, feedme, values, shape, d)
-        _write_block(d, img, galfit_header(feedme, gv, ge, stats), out_path)
+        _write_block(d, img, galfit_header(feedme, gv, ge, stats), out_path, feedme.outputs)
         restart = next_restart_name(output_dir)
         write_feedme(rebase_paths(best, restart), restart, header_lines=(
             f"Input menu file: {os.path.basename(feedme.path) if feedme.path else 'none'}", "",
@@ -939,19 +941,25 @@ def fit_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine=None
     return FeedmeFit(res, model, best, files)
 
 
-def _write_block(d: FeedmeData, model_img, header, path):
+def _write_block(d: FeedmeData, model_img, header, path, outputs=("blank", "input", "model", "residual")):
     """GALFIT image block: [0] blank, [1] data (input header), [2] model (fit header),
-    [3] residual data - model.  Replaces an existing file, as GALFIT does."""
+    [3] residual data - model (the items of ``outputs``, GalfitM's W)).  Replaces an existing
+    file, as GALFIT does."""
     from astropy.io import fits
 
     from .io import write_fits_atomic
 
     dh = fits.Header([c for c in d.header.cards if c.keyword not in
                       ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "", "COMMENT", "HISTORY")])
-    hdus = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(d.data, header=dh, name="INPUT_DATA"),
-                         fits.ImageHDU(model_img, header=header, name="MODEL"),
-                         fits.ImageHDU(d.data - model_img, name="RESIDUAL")])
-    write_fits_atomic(hdus, path, overwrite=True)
+    made = {"input": lambda: fits.ImageHDU(d.data, header=dh, name="INPUT_DATA"),
+            "model": lambda: fits.ImageHDU(model_img, header=header, name="MODEL"),
+            "residual": lambda: fits.ImageHDU(d.data - model_img, name="RESIDUAL")}
+    hdus = [made[o]() for o in outputs if o in made]      # GalfitM's W) (default: all four)
+    if "blank" in outputs:
+        hdus.insert(0, fits.PrimaryHDU())
+    else:
+        hdus[0] = fits.PrimaryHDU(hdus[0].data, header=hdus[0].header)
+    write_fits_atomic(fits.HDUList(hdus), path, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import uuid
 
 import numpy as np
 
-from ._errors import DataError, InputFileError, OutputFileError, ShapeError
+from ._errors import DataError, InputFileError, OutputFileError, ParameterError, ShapeError
 
 
 def read_image(path, *, name: str = "image", allow_cube: bool = True) -> np.ndarray:
@@ -215,6 +215,30 @@ def _header_float(v) -> float:
     return v if np.isfinite(v) else -1.0
 
 
+def _block_images(model, values, shape, psf, zeropoint, oversample):
+    """The model images of one band's blocks, (G, H, W), and each component's rendered alone
+    (convolved where the profile is)."""
+    from .model import Model, render
+
+    full = np.asarray(render(model, values, shape, psf=psf, zeropoint=zeropoint, oversample=oversample))
+    comps = {}
+    for cname, spec in model.components:
+        if spec.kind == "point" and psf is None:
+            continue
+        sub = Model({cname: spec})
+        pv = {k: v for k, v in values.items() if k.startswith(cname + ".")}
+        comps[cname] = np.asarray(render(sub, pv, shape, psf=psf if spec.kind != "sky" else None,
+                                         zeropoint=zeropoint, oversample=oversample))
+    return full, comps
+
+
+def _params_header(hdr, names, values, errs, g):
+    for n in names:
+        key = n.replace(".", "_", 1).upper()
+        hdr[f"HIERARCH {key}"] = _header_float(values[n][g])
+        hdr[f"HIERARCH {key}_ERR"] = _header_float(errs[n][g])
+
+
 def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint=None, oversample=1,
                     ids=None, overwrite: bool = False):
     """One multi-extension FITS per galaxy, ``directory/imgblock_<id>.fits``: DATA, MODEL,
@@ -223,34 +247,34 @@ def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint
     (``COMP_PARAM`` keys).  MASK (1 = used) and RESIDUAL are those of the fit: the mask the
     fit used (``result.mask``: the given mask less the pixels it dropped) wherever the result
     has it, else ``mask``.  All blocks are written or none (:func:`write_atomic`); existing
-    blocks are refused before any work unless ``overwrite``."""
+    blocks are refused before any work unless ``overwrite``.
+
+    A multiband result takes ``data``, ``sigma``, ``psf`` and ``zeropoint`` as they were given
+    to the fit (mappings by band, or one value for all) and writes every band's extensions
+    with the band's name appended (``DATA_G``, ``MODEL_G``, ``COMP_SERSIC_G``, ...); each
+    ``MODEL_<band>`` header holds that band's one-band parameters (read one band with
+    :func:`galmoss_jax.plot.read_imgblock` ``(path, band=...)``), the primary header every
+    joint parameter, ``BANDS`` and ``CHI2_<band>``."""
+    from collections.abc import Mapping
+
     from astropy.io import fits
 
-    from .model import Model, render
-
+    if isinstance(data, Mapping):
+        return _write_band_imgblocks(result, data, sigma, mask, directory, psf=psf, zeropoint=zeropoint,
+                                     oversample=oversample, ids=ids, overwrite=overwrite)
     data = np.asarray(data, float)
     if getattr(result, "mask", None) is not None:
         mask = result.mask if data.ndim == 3 else result.mask[0]
     if data.ndim == 2:
         data, sigma, mask = data[None], np.asarray(sigma)[None], np.asarray(mask)[None]
     G = data.shape[0]
-    shape = data.shape[1:]
     model = result.model
     values = {k: np.asarray(v) for k, v in result.values.items()}
     errs = result.errors
-    full = np.asarray(render(model, values, shape, psf=psf, zeropoint=zeropoint, oversample=oversample))
-    comps = {}
-    for cname, spec in model.components:
-        sub = Model({cname: spec})
-        pv = {k: v for k, v in values.items() if k.startswith(cname + ".")}
-        comps[cname] = np.asarray(render(sub, pv, shape, psf=psf if spec.kind != "sky" else None,
-                                         zeropoint=zeropoint, oversample=oversample)) if (spec.kind != "point" or psf is not None) else None
+    full, comps = _block_images(model, values, data.shape[1:], psf, zeropoint, oversample)
     table = result.to_table(ids)
     paths = imgblock_paths(directory, table["id"], overwrite=overwrite)
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as e:
-        raise OutputFileError(f"imgblock: cannot create directory {os.fspath(directory)!r} ({e.strerror or e})") from e
+    _make_dir(directory)
     outputs = []
     for g in range(G):
         hdr = fits.Header()
@@ -258,10 +282,7 @@ def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint
         hdr["CHI2"] = _header_float(result.chi2[g])
         hdr["CHI2NU"] = _header_float(result.chi2_nu[g])
         hdr["STATUS"] = int(result.status[g])
-        for n in model.param_names:
-            key = n.replace(".", "_", 1).upper()
-            hdr[f"HIERARCH {key}"] = _header_float(values[n][g])
-            hdr[f"HIERARCH {key}_ERR"] = _header_float(errs[n][g])
+        _params_header(hdr, model.param_names, values, errs, g)
         hdus = [fits.PrimaryHDU(header=hdr),
                 fits.ImageHDU(data[g], name="DATA"),
                 fits.ImageHDU(full[g], header=hdr, name="MODEL"),
@@ -269,8 +290,82 @@ def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint
                 fits.ImageHDU(np.asarray(sigma[g], float), name="SIGMA"),
                 fits.ImageHDU(np.asarray(mask[g]).astype(np.uint8), name="MASK")]
         for cname, img in comps.items():
-            if img is not None:
-                hdus.append(fits.ImageHDU(img[g], name=f"COMP_{cname.upper()}"[:68]))
+            hdus.append(fits.ImageHDU(img[g], name=f"COMP_{cname.upper()}"[:68]))
+        outputs.append((paths[g], functools.partial(fits.HDUList(hdus).writeto, overwrite=True)))
+    write_atomic(outputs, overwrite=overwrite, name="imgblock")
+    return paths
+
+
+def _make_dir(directory):
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise OutputFileError(f"imgblock: cannot create directory {os.fspath(directory)!r} ({e.strerror or e})") from e
+
+
+def _write_band_imgblocks(result, data, sigma, mask, directory, *, psf, zeropoint, oversample, ids, overwrite):
+    """:func:`write_imgblocks` of a multiband result (its docstring)."""
+    from astropy.io import fits
+
+    from ._bands import per_band
+
+    bm = result.model
+    bands = bm.bands
+    if tuple(data) != tuple(bands):
+        raise ShapeError(f"data: the result's bands are {list(bands)}, got {list(data)}")
+    sigma, psf, zeropoint = (per_band(v, bands, n) for v, n in ((sigma, "sigma"), (psf, "psf"),
+                                                                   (zeropoint, "zeropoint")))
+    values = {k: np.asarray(v) for k, v in result.values.items()}
+    errs = result.errors
+    one = bm.base.without_bands()
+    table = result.to_table(ids)
+    paths = imgblock_paths(directory, table["id"], overwrite=overwrite)
+    G = int(result.status.shape[0])
+    per = {}
+    for k, b in enumerate(bands):
+        d = np.asarray(data[b], float)
+        d = d[None] if d.ndim == 2 else d
+        m = np.asarray(result.mask[b]) if result.mask is not None else \
+            np.broadcast_to(np.ones(d.shape[1:], bool) if mask is None else np.asarray(per_band(mask, bands, "mask")[b]),
+                            d.shape)
+        m = m.reshape(d.shape)
+        pk = bm.band_params(values, k)
+        ek = {n: errs[j] for n, j in bm.per_band[k]}
+        full, comps = _block_images(one, pk, d.shape[1:], psf[b], zeropoint[b], oversample)
+        if sigma[b] is None:
+            raise ParameterError(f"sigma[{b!r}]: an image block needs the sigma map the fit used "
+                                 "(for sigma from the data: galmoss_jax.sigma_from_data)")
+        s = np.broadcast_to(np.asarray(sigma[b], float).reshape((-1,) + d.shape[1:]), d.shape)
+        per[b] = (d, m, s, pk, ek, full, comps)
+    _make_dir(directory)
+    outputs = []
+    for g in range(G):
+        hdr = fits.Header()
+        hdr["MODEL"] = bm.base.spec_string
+        hdr["BANDS"] = ",".join(bands)
+        hdr["CHI2"] = _header_float(result.chi2[g])
+        hdr["CHI2NU"] = _header_float(result.chi2_nu[g])
+        hdr["STATUS"] = int(result.status[g])
+        for b in bands:
+            hdr[f"HIERARCH CHI2_{b.upper()}"] = _header_float(result.chi2_band[b][g])
+        _params_header(hdr, bm.param_names, values, errs, g)
+        hdus = [fits.PrimaryHDU(header=hdr)]
+        for b in bands:
+            d, m, s, pk, ek, full, comps = per[b]
+            bh = fits.Header()
+            bh["MODEL"] = bm.base.spec_string
+            bh["BAND"] = b
+            bh["CHI2"] = _header_float(result.chi2_band[b][g])
+            bh["CHI2NU"] = _header_float(result.chi2_nu[g])
+            bh["STATUS"] = int(result.status[g])
+            _params_header(bh, one.param_names, pk, ek, g)
+            B = b.upper()
+            hdus += [fits.ImageHDU(d[g], name=f"DATA_{B}"), fits.ImageHDU(full[g], header=bh, name=f"MODEL_{B}"),
+                     fits.ImageHDU(np.where(m[g], d[g] - full[g], 0.0), name=f"RESIDUAL_{B}")]
+            hdus.append(fits.ImageHDU(s[g], name=f"SIGMA_{B}"))
+            hdus.append(fits.ImageHDU(m[g].astype(np.uint8), name=f"MASK_{B}"))
+            for cname, img in comps.items():
+                hdus.append(fits.ImageHDU(img[g], name=f"COMP_{cname.upper()}_{B}"[:68]))
         outputs.append((paths[g], functools.partial(fits.HDUList(hdus).writeto, overwrite=True)))
     write_atomic(outputs, overwrite=overwrite, name="imgblock")
     return paths

@@ -147,8 +147,9 @@ def _component_names(params):
     return out
 
 
-def read_imgblock(path, *, name=None) -> ImgBlock:
-    """Read an image block written by :func:`galmoss_jax.io.write_imgblocks`."""
+def read_imgblock(path, *, name=None, band=None) -> ImgBlock:
+    """Read an image block written by :func:`galmoss_jax.io.write_imgblocks`; of a multiband
+    block, the ``band`` named (its images and that band's parameters)."""
     from astropy.io import fits
 
     path = os.fspath(path)
@@ -156,7 +157,15 @@ def read_imgblock(path, *, name=None) -> ImgBlock:
         raise InputFileError(f"imgblock: file {path!r} does not exist")
     try:
         with fits.open(path, memmap=False) as hdul:
-            ext = {h.name.upper(): h for h in hdul}
+            bands = [b for b in str(hdul[0].header.get("BANDS", "")).split(",") if b]
+            if bands and band not in bands:
+                raise InputFileError(f"imgblock: {path!r} holds the bands {', '.join(bands)}; "
+                                     f"name one with band=, got {band!r}")
+            if not bands and band is not None:
+                raise InputFileError(f"imgblock: {path!r} holds one band; band={band!r} does not apply")
+            suffix = f"_{band.upper()}" if bands else ""
+            hdus = [h for h in hdul[1:] if h.name.upper().endswith(suffix)] if bands else list(hdul)
+            ext = {h.name.upper()[:len(h.name) - len(suffix)]: h for h in hdus}
             missing = [e for e in ("DATA", "MODEL", "RESIDUAL", "SIGMA", "MASK") if e not in ext]
             if missing:
                 raise InputFileError(f"imgblock: {path!r} lacks the extension(s) {', '.join(missing)} "
@@ -164,7 +173,7 @@ def read_imgblock(path, *, name=None) -> ImgBlock:
             imgs = {e: np.asarray(ext[e].data, float) for e in ("DATA", "MODEL", "RESIDUAL", "SIGMA")}
             mask = np.asarray(ext["MASK"].data) != 0
             hdr = ext["MODEL"].header
-            comp_hdus = {h.name[5:]: np.asarray(h.data, float) for h in hdul if h.name.upper().startswith("COMP_")}
+            comp_hdus = {k[5:]: np.asarray(h.data, float) for k, h in ext.items() if k.startswith("COMP_")}
             spec = str(hdr.get("MODEL", ""))
             chi2_nu = float(hdr.get("CHI2NU", np.nan))
             status = int(hdr.get("STATUS", -1))

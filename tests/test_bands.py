@@ -364,6 +364,7 @@ def test_command_line_fits_several_bands(three_bands, joint_and_alone, tmp_path)
     Table({k: v[:4] for k, v in start.items()}).write(tmp_path / "init.ecsv")
     args += ["--band-mode", "mag=free", "--band-mode", "r_e=1", "--band-mode", "n=1", "--zeropoint", str(ZP),
              "--starts", "1", "--init", str(tmp_path / "init.ecsv"), "--out", str(tmp_path / "out.ecsv"),
+             "--imgblock", str(tmp_path / "blocks"),
              "--sampling", ",".join(f"{k}={getattr(SAMPLING, k)}" for k in ("n_theta", "n_r", "mid_window", "n_mid",
                                                                            "psf_window", "psf_subsample"))]
     assert main(args) == 0
@@ -373,6 +374,20 @@ def test_command_line_fits_several_bands(three_bands, joint_and_alone, tmp_path)
         np.testing.assert_allclose(t[col], joint.values[n][:4], rtol=1e-6, err_msg=col)
         np.testing.assert_allclose(t[col + "_err"], joint.errors[n][:4], rtol=1e-4, err_msg=col)
     assert {"chi2_g", "chi2_r", "chi2_i"} <= set(t.colnames)
+    # image blocks: each band's images and one-band parameters; the block's residuals give the
+    # fit's chi2 in that band (the block is drawn with the default, finer pixel rule)
+    from galmoss_jax._errors import InputFileError
+    from galmoss_jax.plot import read_imgblock
+    path = tmp_path / "blocks" / "imgblock_2.fits"
+    for b in WAVE:
+        blk = read_imgblock(path, band=b)
+        assert blk.params["sersic.mag"] == pytest.approx(t[f"sersic_mag_{b}"][2], rel=1e-9)
+        assert blk.params["sersic.q"] == pytest.approx(t["sersic_q"][2], rel=1e-9)
+        np.testing.assert_array_equal(blk.data, data[b][2])
+        chi2 = np.sum(np.where(blk.mask, (blk.data - blk.model) / blk.sigma, 0.0) ** 2)
+        assert chi2 == pytest.approx(t[f"chi2_{b}"][2], rel=1e-3), b
+    with pytest.raises(InputFileError, match="bands g, r, i"):
+        read_imgblock(path)
     assert main(["fit", "--band", "g", str(tmp_path / "img_g.fits"), "sigma=x", "colour=1", "--out",
                  str(tmp_path / "o2.ecsv")]) == 2
 

@@ -207,3 +207,22 @@ def test_fixed_value_in_each_band(tmp_path):
         gj.Model("sersic+sky", fixed={"sky.sky": 3.0}, bands={"sky.sky": "free"})
     with pytest.raises(ParameterError, match="not a polynomial"):
         gj.Model("sersic+sky", fixed=["sky.sky"], bands={"sky.sky": 1})
+
+
+def test_output_items_are_honoured(tmp_path):
+    """W) lists the image extensions written (GalfitM): model and residual only, the model
+    in the primary HDU; the restart file keeps the list.  U) and V) must be off."""
+    text = (f"A) {os.path.join(SIM, 'img-a.fits')}\nB) block.fits\nJ) 25\nH) 1 50 1 50\nW) model,residual\nP) 2\n"
+            " 0) sersic\n 1) 23.5 27.5 1 1\n 3) 16.5 1\n 4) 0.4 1\n 5) 1.0 1\n 9) 0.75 1\n10) 30 1\n")
+    (tmp_path / "f.feedme").write_text(text)
+    assert main(["galfit", str(tmp_path / "f.feedme"), "--out-dir", str(tmp_path)]) == 0
+    with fits.open(tmp_path / "block.fits") as h:
+        assert [x.name for x in h] == ["MODEL", "RESIDUAL"]
+        data = fits.getdata(os.path.join(SIM, "img-a.fits"))
+        np.testing.assert_allclose(h["RESIDUAL"].data, data - h[0].data)
+    assert read_feedme(tmp_path / "f.feedme").outputs == ("model", "residual")
+    for bad, match in (("W) model,sigma", "W\\): output items"), ("U) 1,0.75,25,4,40", "non-parametric"),
+                       ("V) 1,0,500", "MultiNest")):
+        (tmp_path / "g.feedme").write_text(text.replace("W) model,residual", bad))
+        with pytest.raises(InputFileError, match=match):
+            read_feedme(tmp_path / "g.feedme")
