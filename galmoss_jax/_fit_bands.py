@@ -26,7 +26,7 @@ from ._bands import BandData, BandProblem, band_model, joint_values, per_band
 from ._engine import default_chunk_size, solve_batch
 from ._errors import GalmossError, ParameterError, ShapeError
 from ._fit import _host_inputs
-from .init import guess_initial
+from .init import guess_initial, measured_from_image
 from .model import Model, Sampling
 from .multistart import parse_starts
 from .results import FitResult
@@ -144,8 +144,11 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
     given = {n: _per_galaxy(v, G, f"init[{n!r}]", dtype, allow_nan=True) for n, v in joint_values(bm, init).items()}
     open_fixed = [n for n, v in zip(lay.fixed, lay.fixed_values) if v is None]
     wanted = list(lay.free) + open_fixed
-    if mode == "none" and all(n in given and not np.isnan(given[n]).any() for n in wanted):
-        return [{n: given[n] for n in wanted}]
+    # parameters fixed at their default (a Sérsic's c0) need no measurement of the images
+    default = dict(zip(lay.names, lay.defaults))
+    by_default = {n for n in open_fixed if not measured_from_image(one, bm.base_name(n))}
+    if mode == "none" and all(n in given and not np.isnan(given[n]).any() for n in wanted if n not in by_default):
+        return [{n: given[n] if n in given else np.full(G, default[n], dtype) for n in wanted}]
     # automatic values in every band (reference-band pixels)
     guesses = []
     for k, b in enumerate(bands):
