@@ -54,26 +54,28 @@ def _corner_nodes(X, Y, k, n_theta, n_r):
     dtype = X.dtype
     tn, tw = (jnp.asarray(a, dtype) for a in _gauss_legendre01(n_theta))
     un, uw = (jnp.asarray(a, dtype) for a in _gauss_legendre01(n_r))
-    ax, ay = jnp.abs(X), jnp.abs(Y)
-    sx, sy = jnp.sign(X), jnp.sign(Y)
-    empty = (ax <= 0) | (ay <= 0)
-    ax = jnp.where(empty, 1.0, ax)[..., None, None]
-    ay = jnp.where(empty, 1.0, ay)[..., None, None]
+    # C = X Y * (the mean of f over the rectangle [0, X] x [0, Y]), written in the signed X, Y
+    # so that it is smooth where a pixel edge passes through the centre (X = 0: C = 0, but
+    # dC/dX = int_0^Y f(0, y) dy is not; taking |X| and sign(X) there lost that derivative and
+    # gave a wrong Jacobian in x0 for a centre on a pixel edge).  Only X = Y = 0, where C and
+    # its derivatives are 0, avoids evaluating f (a cusp may be infinite at the centre).
+    empty = (X == 0) & (Y == 0)
+    Xs = jnp.where(empty, 1.0, X)[..., None, None]
+    Ys = jnp.where(empty, 1.0, Y)[..., None, None]
     kk = jnp.asarray(k, dtype)
     uk = (un ** kk)[:, None]                                  # (n_r, 1)
     # Duffy map of each triangle with a vertex at the centre: (x, y) = u^k (edge point);
     # Jacobian k u^(2k-1) times the edge's distance from the centre.
     w_u = (uw * kk * un ** (2.0 * kk - 1.0))[:, None]         # (n_r, 1)
     t = tn[None, :]                                           # (1, n_theta)
-    # triangle 1: far edge x = ax, y = s in [0, ay];  triangle 2: far edge y = ay, x = s in [0, ax]
-    sxe, sye = sx[..., None, None], sy[..., None, None]
-    full = jnp.broadcast_shapes(ax.shape, (n_r, n_theta))
-    dx = jnp.stack([jnp.broadcast_to(sxe * uk * ax, full), jnp.broadcast_to(sxe * uk * (t * ax), full)], axis=-3)
-    dy = jnp.stack([jnp.broadcast_to(sye * uk * (t * ay), full), jnp.broadcast_to(sye * uk * ay, full)], axis=-3)
+    # triangle 1: far edge x = X, y = s Y (s in [0, 1]);  triangle 2: far edge y = Y, x = s X
+    full = jnp.broadcast_shapes(Xs.shape, (n_r, n_theta))
+    dx = jnp.stack([jnp.broadcast_to(uk * Xs, full), jnp.broadcast_to(uk * (t * Xs), full)], axis=-3)
+    dy = jnp.stack([jnp.broadcast_to(uk * (t * Ys), full), jnp.broadcast_to(uk * Ys, full)], axis=-3)
     w = w_u * tw[None, :]
 
     def combine(vals):
-        C = jnp.sum(vals * w, axis=(-3, -2, -1)) * ax[..., 0, 0] * ay[..., 0, 0] * sx * sy
+        C = jnp.sum(vals * w, axis=(-3, -2, -1)) * Xs[..., 0, 0] * Ys[..., 0, 0]
         return jnp.where(empty, 0.0, C)
 
     return dx, dy, combine
