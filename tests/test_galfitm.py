@@ -105,6 +105,29 @@ def test_joint_fit_recovers_what_galfitm_drew(multisim_fit):
     assert np.allclose(band["COMP2_SKY"], 100.0, atol=3.5 * band["COMP2_SKY_ERR"])
 
 
+def test_the_suites_cubic_fit(multisim_fit):
+    """The suite's own file as it is (R_e and n cubic in wavelength, DOF 4) ends with status 0
+    and a chi2 within 25 of the fit with R_e and n free in every band (two more parameters;
+    the values drawn are not a cubic).  Started from the deepest band alone it had stopped
+    at the n = 10 bound, 150 higher."""
+    path, out = multisim_fit
+    text = open(os.path.join(SIM, "fit.multi.feedme")).read()
+    text = _edit(text, A=",".join(os.path.join(SIM, f"img-{b}.fits") for b in BANDS),
+                 C=",".join(f"sigma-{b}.fits" for b in BANDS), D="none", G="none")
+    cubic = path.parent / "cubic.feedme"
+    cubic.write_text(text)
+    (path.parent / "out_cubic").mkdir()
+    assert main(["galfit", str(cubic), "--out-dir", str(path.parent / "out_cubic")]) == 0
+    with fits.open(path.parent / "out_cubic" / "out.fits") as h:
+        info = Table(h["FIT_INFO"].data)
+        cheb = Table(h["FINAL_CHEB"].data)
+    with fits.open(out / "out.fits") as h:
+        free = Table(h["FIT_INFO"].data)
+    assert int(info["STATUS"][0]) == 0
+    assert 0 <= float(info["CHISQ"][0]) - float(free["CHISQ"][0]) < 25
+    assert list(cheb["COMP1_RE_FIT"]) == [1, 1, 1, 1, 0] and abs(cheb["COMP1_RE"][4]) < 1e-9
+
+
 def test_tables_and_restart_file_round_trip(multisim_fit):
     """FINAL_CHEB's Chebyshev series (NumPy's chebval over the bands' wavelength range) give
     FINAL_BAND's values; the restart file reads back with every band's value and DOF."""
