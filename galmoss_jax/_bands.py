@@ -186,8 +186,8 @@ def band_model(model: Model, bands, wavelengths=None, grids=None) -> BandModel:
     for b in bands:
         if not isinstance(b, str) or not _BAND_RE.match(b):
             raise ParameterError(f"band names must be strings of letters, digits, '_' or '-', got {b!r}")
-    if len(set(bands)) != len(bands):
-        raise ParameterError(f"bands: a band is named twice in {bands}")
+    if len({b.lower() for b in bands}) != len(bands):   # image-block extensions are upper case (DATA_G)
+        raise ParameterError(f"bands: a band is named twice in {bands} (names differ in more than case)")
     modes = dict(model.band_modes)
     degrees = [m for m in modes.values() if m != "free"]
     lam = None

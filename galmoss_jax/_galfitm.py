@@ -143,7 +143,7 @@ def band_control(path, control) -> dict:
         _fail(path, ln, raw, "A1): band labels, comma-separated")
     from ._bands import _BAND_RE
     bad = [b for b in bands if not _BAND_RE.match(b)]
-    if bad or len(set(bands)) != N:
+    if bad or len({b.lower() for b in bands}) != N:   # GalfitM: unique without regard to case
         _fail(path, ln, raw, f"A1): band labels must be different names of letters, digits, '_' or '-', got {bands}")
     out = {"bands": bands, "wavelengths": _wavelengths(path, control, N)}
     for letter in "ACDF":

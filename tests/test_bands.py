@@ -183,6 +183,8 @@ def test_band_inputs_are_checked():
         band_model(gj.Model("sersic", bands={"n": 1}), ("g", "r"))
     with pytest.raises(gj.ParameterError, match="degree 2 needs at least 3 bands"):
         band_model(gj.Model("sersic", bands={"n": 2}), ("g", "r"), {"g": 1.0, "r": 2.0})
+    with pytest.raises(gj.ParameterError, match="named twice"):   # image-block extensions are upper case
+        band_model(gj.Model("sersic"), ("g", "G"))
     with pytest.raises(gj.ParameterError, match="mapping \\{band: image\\}"):
         gj.fit(gj.Model("sersic", bands={"mag": "free"}), img, sigma=img, zeropoint=ZP)
     with pytest.raises(gj.ParameterError, match="sigma: give one entry for each band"):
