@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Callable
 
 from .._errors import ProfileError
@@ -52,6 +53,9 @@ class ProfileSpec:
         grading: ``grading(p) -> k >= 1``: radial grading exponent for the sub-pixel quadrature
             near the centre (``n`` for a Sérsic; 1 for smooth cores).
         doc: formula and references.
+        base, shape: for a profile with GALFIT's shape modes (``"sersic[f1,f3,rot]"``,
+            :mod:`galmoss_jax.profiles._shape`), the profile it modifies and its
+            :class:`~galmoss_jax.profiles._shape.Shape`; None otherwise.
     """
 
     name: str
@@ -61,6 +65,8 @@ class ProfileSpec:
     kind: str = "surface"
     grading: Callable | None = None
     doc: str = ""
+    base: "ProfileSpec | None" = None
+    shape: object = None
 
     def __post_init__(self):
         if self.kind not in ("surface", "point", "sky"):
@@ -75,6 +81,11 @@ class ProfileSpec:
                 raise ProfileError(f"ProfileSpec {self.name!r}: parameter {p.name!r} has lower >= upper")
             if not p.lower <= p.default <= p.upper:
                 raise ProfileError(f"ProfileSpec {self.name!r}: default of {p.name!r} lies outside its bounds")
+
+    @property
+    def root(self) -> "ProfileSpec":
+        """The profile without shape modes (``sersic`` for ``sersic[f1,rot]``)."""
+        return self if self.base is None else self.base
 
     @property
     def param_names(self) -> tuple[str, ...]:
@@ -109,9 +120,18 @@ def register_profile(spec: ProfileSpec, *, overwrite: bool = False) -> ProfileSp
 
 
 def get_profile(name_or_spec) -> ProfileSpec:
-    """Look a profile up by name (or pass a ProfileSpec through)."""
+    """Look a profile up by name (or pass a ProfileSpec through).  ``"name[modes]"`` is the
+    profile with GALFIT's shape modes (:mod:`galmoss_jax.profiles._shape`), e.g.
+    ``"sersic[f1,f3,rot]"``."""
     if isinstance(name_or_spec, ProfileSpec):
         return name_or_spec
+    if isinstance(name_or_spec, str) and "[" in name_or_spec:
+        m = re.fullmatch(r"\s*([^\[\]\s]+)\s*\[([^\[\]]*)\]\s*", name_or_spec)
+        if m is None:
+            raise ProfileError(f"profile {name_or_spec!r}: expected 'name[mode,mode,...]', e.g. 'sersic[f1,f3,rot]'")
+        from ._shape import Shape, shaped_profile
+        base = get_profile(m.group(1))
+        return shaped_profile(base, Shape.parse(m.group(2), base.name))
     try:
         return PROFILES[name_or_spec]
     except (KeyError, TypeError):
