@@ -45,6 +45,7 @@ import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
 from ._conventions import fold_ellipse, wrap_angle
+from .profiles._shape import ellipse_radii, fold_phases, other_angles
 from ._engine import Errors, GalaxyData
 from ._errors import ParameterError, ShapeError
 from ._layout import ParamLayout
@@ -434,19 +435,32 @@ def _fold_bands(bm: BandModel, values: dict, cov):
             for n in pa_all:
                 values[n] = wrap_angle(values[n])
             continue
-        radii = [f"{c}.{p.name}" for p in spec.params if p.unit == "pixel" and p.name not in ("x0", "y0")]
+        radii = [f"{c}.{r}" for r in ellipse_radii(spec)]
+        phases = [(f"{c}.{n}", t) for n, t in fold_phases(spec)]
+        angles = [(f"{c}.{n}", t) for n, t in other_angles(spec)]
+
+        def every_band(pairs):
+            return sorted({(jn(n, k), t) for n, t in pairs for k in range(N)})
+
+        def band_phases(k):   # each band's phases with that band's pa, whose wrap they follow
+            return [(jn(n, k), t, (jn(f"{c}.pa", k),) + tuple(jn(a, k) for a, _ in angles)) for n, t in phases]
+
         if f"{c}.q" not in bm.banded:
             groups = [(jn(f"{c}.q", 0), sorted({jn(f"{c}.pa", k) for k in range(N)}),
-                       sorted({jn(r, k) for r in radii for k in range(N)}))]
+                       sorted({jn(r, k) for r in radii for k in range(N)}),
+                       sorted({x for k in range(N) for x in band_phases(k)}), every_band(angles))]
         elif all(jn(f"{c}.q", k) not in derived for k in range(N)) and f"{c}.pa" in bm.banded \
-                and all(r in bm.banded for r in radii):
-            groups = [(jn(f"{c}.q", k), [jn(f"{c}.pa", k)], [jn(r, k) for r in radii]) for k in range(N)]
+                and all(r in bm.banded for r in radii) and all(n in bm.banded for n, _ in phases):
+            groups = [(jn(f"{c}.q", k), [jn(f"{c}.pa", k)], [jn(r, k) for r in radii],
+                       band_phases(k), [(jn(n, k), t) for n, t in angles]) for k in range(N)]
         else:
             for n in pa_all:
                 values[n] = wrap_angle(values[n])
+            for n, t in every_band(angles):
+                values[n] = wrap_angle(values[n], t)
             continue
-        for qn, pas, rads in groups:
-            J = fold_ellipse(values, J, idx, qn, pas, rads)
+        for qn, pas, rads, phs, angs in groups:
+            J = fold_ellipse(values, J, idx, qn, pas, rads, phs, angs)
     # tied parameters follow their (folded) sources
     for a, b in lay.tied:
         values[a] = values[b]

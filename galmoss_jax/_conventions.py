@@ -6,20 +6,26 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from .profiles._shape import ellipse_radii, fold_phases, other_angles
+
 __all__ = ["fold_axis_ratio", "fold_ellipse", "wrap_angle"]
 
 
-def wrap_angle(pa):
-    """Angles (degrees) wrapped to (-90, 90]."""
-    w = jnp.mod(pa + 90.0, 180.0) - 90.0
-    return jnp.where(w == -90.0, 90.0, w)
+def wrap_angle(pa, period: float = 180.0):
+    """Angles (degrees) wrapped to (-period/2, period/2]."""
+    h = 0.5 * period
+    w = jnp.mod(pa + h, period) - h
+    return jnp.where(w == -h, h, w)
 
 
-def fold_ellipse(values: dict, J, idx: dict, qn: str, pas, radii):
+def fold_ellipse(values: dict, J, idx: dict, qn: str, pas, radii, phases=(), angles=()):
     """Fold one ellipse in place: where ``values[qn] > 1``, q -> 1/q, every angle in ``pas``
-    + 90 (all wrapped to (-90, 90]) and every radius in ``radii`` times q.  ``J`` is the
-    Jacobian of the map so far over the free parameters ``idx`` (name -> index); returns it
-    with this ellipse's terms."""
+    + 90 (all wrapped to (-90, 90]), every radius in ``radii`` times q and every Fourier phase
+    in ``phases`` (``(name, period, names of the angles that turn it)``) - 90, plus the turns of
+    those angles by their wraps (wrapped to its period); the angles in
+    ``angles`` (``(name, period)``) are only wrapped.  ``J`` is the Jacobian of the map so far
+    over the free parameters ``idx`` (name -> index); returns it with this ellipse's terms (the
+    shifts of angles have none)."""
     q = values[qn]
     flip = q > 1
     for r in radii:
@@ -31,8 +37,19 @@ def fold_ellipse(values: dict, J, idx: dict, qn: str, pas, radii):
     if qn in idx:
         J = J.at[idx[qn], idx[qn]].set(jnp.where(flip, -1.0 / q ** 2, 1.0))
     values[qn] = jnp.where(flip, 1.0 / q, q)
+    turn = {}
     for pa in pas:
-        values[pa] = wrap_angle(jnp.where(flip, values[pa] + 90.0, values[pa]))
+        raw = jnp.where(flip, values[pa] + 90.0, values[pa])
+        values[pa] = wrap_angle(raw)
+        turn[pa] = values[pa] - raw        # the wrap: a multiple of 180 degrees
+    for a, period in angles:
+        raw = values[a]
+        values[a] = wrap_angle(raw, period)
+        turn[a] = values[a] - raw
+    for ph, period, refs in phases:
+        # pa (or sky_pa) + 180 turns the azimuth by 180 degrees, which odd modes see: their
+        # phases follow the wraps of the angles in refs
+        values[ph] = wrap_angle(jnp.where(flip, values[ph] - 90.0, values[ph]) + sum(turn[r] for r in refs), period)
     return J
 
 
@@ -59,8 +76,10 @@ def fold_axis_ratio(model, free, values: dict, cov):
             values[f"{c}.pa"] = wrap_angle(values[f"{c}.pa"])
         if "q" not in names or "pa" not in names:
             continue
-        radii = [f"{c}.{p.name}" for p in spec.params if p.unit == "pixel" and p.name not in ("x0", "y0")]
-        J = fold_ellipse(values, J, idx, f"{c}.q", [f"{c}.pa"], radii)
+        J = fold_ellipse(values, J, idx, f"{c}.q", [f"{c}.pa"], [f"{c}.{r}" for r in ellipse_radii(spec)],
+                         [(f"{c}.{n}", t, (f"{c}.pa",) + tuple(f"{c}.{a}" for a, _ in other_angles(spec)))
+                          for n, t in fold_phases(spec)],
+                         [(f"{c}.{n}", t) for n, t in other_angles(spec)])
     if free:
         hi = jax.lax.Precision.HIGHEST
         cov = jnp.matmul(jnp.matmul(J, cov, precision=hi), J.T, precision=hi)

@@ -325,8 +325,8 @@ def measured_from_image(model: Model, name: str) -> bool:
     value is the model's default, as for a Sérsic's ``c0``)."""
     c, pname = name.split(".", 1)
     spec = dict(model.components)[c]
-    return (pname in ("x0", "y0", "q", "pa", "mag", "mu_0", "mu_b", "sky") or pname in _SIZE_FACTORS
-            or (pname == "n" and spec.name == "sersic"))
+    return (pname in ("x0", "y0", "q", "pa", "mag", "mu_0", "mu_b", "sky", "rot_r_out") or pname in _SIZE_FACTORS
+            or (pname == "n" and spec.root.name == "sersic"))
 
 
 def guess_initial(model: Model, data, mask, zeropoint, psf=None, oversample: int = 1) -> dict[str, float]:
@@ -345,7 +345,7 @@ def guess_initial(model: Model, data, mask, zeropoint, psf=None, oversample: int
     n_lum = len(lum) or 1
     bulge = None
     if n_lum > 1:
-        cands = [i for i in lum if model.components[i][1].name in _BULGE_PROFILES]
+        cands = [i for i in lum if model.components[i][1].root.name in _BULGE_PROFILES]
         bulge = cands[0] if cands else lum[0]
     bt = float(np.clip((m["c"] - _C_EXP) / (_C_DEV - _C_EXP), 0.15, 0.85))
     for i, (c, spec) in enumerate(model.components):
@@ -368,8 +368,10 @@ def guess_initial(model: Model, data, mask, zeropoint, psf=None, oversample: int
                 v = zp - 2.5 * math.log10(max(m["flux"] * frac / (2 * math.pi * m["r50"] ** 2 * m["q"]), 1e-30))
             elif pname == "sky":
                 v = m["sky"]
-            elif pname == "n" and spec.name == "sersic":
+            elif pname == "n" and spec.root.name == "sersic":
                 v = 4.0 if is_bulge else (1.0 if is_disk else m["n"])
+            elif pname == "rot_r_out":   # the spiral's rotation reaches 96 % at about the half-light radius
+                v = m["r50"]
             elif pname in _SIZE_FACTORS:
                 if is_bulge:
                     v = 0.4 * m["r50"] * _SIZE_FACTORS[pname]

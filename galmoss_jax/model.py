@@ -365,7 +365,7 @@ def _parse_components(components) -> tuple:
     if isinstance(components, Model):
         return components.components
     if isinstance(components, ProfileSpec):
-        items = [(components.name, components)]
+        items = [(components.root.name, components)]
     elif isinstance(components, str):
         items = []
         for part in components.split("+"):
@@ -374,8 +374,8 @@ def _parse_components(components) -> tuple:
                 raise ProfileError(f"model spec {components!r} has an empty component")
             if ":" in part:
                 cname, prof = (s.strip() for s in part.split(":", 1))
-            else:
-                cname, prof = part, part
+            else:   # named after its profile; "sersic[f1,rot]" (shape modes) -> "sersic"
+                cname, prof = part.split("[", 1)[0].strip(), part
             items.append((cname, prof))
     elif isinstance(components, Mapping):
         items = list(components.items())

@@ -8,7 +8,9 @@
    (``r_e``, ``r_s``, ``fwhm``, ...) scaled together by ``R_FACTORS`` (5 x 6 = 30 points; the
    smallest factor, 0.2, reaches barely resolved galaxies, whose image moments are mostly the
    PSF's);
-   centre, q and pa stay at the moments' values;
+   centre, q and pa stay at the moments' values; for Fourier modes m = 1, 2 with free phases
+   (``sersic[f1,f2]``), also the automatic start with that mode at amplitude 0.1 and each of
+   four phases;
 2. **screen**: each candidate is rendered once, with a coarser pixel integration
    (:func:`screen_problem`) and no Jacobian, with
    the *amplitudes* of the light components solved by weighted linear least squares (the
@@ -75,7 +77,8 @@ def candidate_starts(model: Model, given: np.ndarray, auto: np.ndarray) -> np.nd
 
     ``given`` (G, P): the caller's start; ``auto`` (G, P): the automatic start.  The grid
     varies the first free Sérsic ``n`` over :data:`N_GRID` and every free radius by
-    :data:`R_FACTORS` around ``auto``; values are kept inside their bounds.
+    :data:`R_FACTORS` around ``auto``, then tries phases of Fourier modes 1 and 2
+    (:func:`_phase_candidates`); values are kept inside their bounds.
     """
     free, bounds = model.layout.free, model.layout.bounds
     radii = [i for i, n in enumerate(free)
@@ -95,12 +98,37 @@ def candidate_starts(model: Model, given: np.ndarray, auto: np.ndarray) -> np.nd
         for i in radii:
             c[:, i] = auto[:, i] * rf
         cands.append(c)
+    cands += _phase_candidates(model, auto)
     out = np.stack(cands, axis=1)
     for i, (lo, hi) in enumerate(bounds):
         if math.isfinite(lo) or math.isfinite(hi):
             m = 1e-3 * (hi - lo) if math.isfinite(lo) and math.isfinite(hi) else 1e-3
             out[:, :, i] = np.clip(out[:, :, i], lo + m if math.isfinite(lo) else -np.inf,
                                    hi - m if math.isfinite(hi) else np.inf)
+    return out
+
+
+PHASE_AMPLITUDE = 0.1   # Fourier amplitude of the screen's phase candidates
+N_PHASES = 4            # phases tried per mode, spread over its period
+
+
+def _phase_candidates(model: Model, auto: np.ndarray) -> list:
+    """For each free Fourier mode m = 1, 2 (lopsidedness, ovality; GALFIT's F1, F2) with a free
+    phase: the automatic start with that mode's amplitude at :data:`PHASE_AMPLITUDE` and its
+    phase at each of :data:`N_PHASES` angles over its period (the automatic start has every
+    amplitude at 0, where the phase has no gradient)."""
+    free = model.layout.free
+    out = []
+    for c, spec in model.components:
+        for m in (spec.shape.fourier if spec.shape is not None else ()):
+            a, ph = f"{c}.f{m}", f"{c}.f{m}_pa"
+            if m > 2 or a not in free or ph not in free:
+                continue
+            for k in range(N_PHASES):
+                cand = auto.copy()
+                cand[:, free.index(a)] = PHASE_AMPLITUDE
+                cand[:, free.index(ph)] = k * (360.0 / m) / N_PHASES
+                out.append(cand)
     return out
 
 

@@ -230,3 +230,28 @@ def shaped_profile(base: ProfileSpec, shape: Shape) -> ProfileSpec:
         base=base,
         shape=shape,
     )
+
+
+def ellipse_radii(spec: ProfileSpec) -> tuple[str, ...]:
+    """Names of ``spec``'s radii along the ellipse's major axis (pixels): those that a fold of a
+    ``q > 1`` fit multiplies by ``q`` (DESIGN.md A).  The rotation's radii are measured on the
+    face-on disk, not along the ellipse, and are not among them."""
+    return tuple(p.name for p in spec.params
+                 if p.unit == "pixel" and p.name not in ("x0", "y0") and p.name not in _ROTATION_NAMES)
+
+
+def fold_phases(spec: ProfileSpec) -> tuple[tuple[str, float], ...]:
+    """``(name, period)`` of the Fourier phases of ``spec``: a fold of a ``q > 1`` fit (``pa +
+    90``, ``q -> 1/q``) turns the azimuth of the circularised ellipse by 90 degrees, so each phase
+    becomes ``phase - 90`` (wrapped to its period)."""
+    if spec.shape is None:
+        return ()
+    return tuple((f"f{m}_pa", 360.0 / m) for m in spec.shape.fourier)
+
+
+def other_angles(spec: ProfileSpec) -> tuple[tuple[str, float], ...]:
+    """``(name, period)`` of periodic parameters a fold leaves alone but reports wrapped
+    (``sky_pa``)."""
+    if spec.shape is None or not spec.shape.rotation:
+        return ()
+    return (("sky_pa", 180.0),)
