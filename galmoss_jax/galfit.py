@@ -22,6 +22,14 @@ Conventions (GALFIT's, converted at this boundary only, DESIGN.md A):
   RDNOISE; here RDNOISE is used.
 * The convolution box I) is recorded but does not limit the convolution: the whole fit region
   (plus the PSF half-width) is convolved exactly (DESIGN.md A, PSF).
+* GALFIT's shape modes on an elliptical component (sersic, devauc, expdisk, gaussian, moffat,
+  ferrer, king, nuker) are read, written to restart files and to image-block headers
+  (``N_ROTF``, ``N_RIN``, ..., ``N_F1PA``): ``F{m}) amplitude phase`` (m = 1...10) is ``f{m}``,
+  ``f{m}_pa`` (degrees); ``R0) power`` (or ``powerlaw``) with ``R1)``-``R4)``, ``R9)``, ``R10)``
+  is the rotation ``rot_r_in``, ``rot_r_out`` (pixels), ``rot_theta`` (degrees), ``rot_alpha``,
+  ``incl``, ``sky_pa`` (degrees), the same units and conventions as GALFIT's
+  (:mod:`galmoss_jax.profiles._shape`).  Bending modes (``B1)`` ...), truncations (``To)``,
+  ``Ti)``, ``T0)`` ...) and the logarithmic spiral (``R0) log``) are refused.
 
 Relative paths in a feedme are taken relative to the feedme's directory (as GALFIT sees them
 when run from there); outputs go to ``output_dir``.
@@ -73,6 +81,28 @@ HEADER_KEYS = {"x0": "XC", "y0": "YC", "mag": "MAG", "r_e": "RE", "r_s": "RS", "
                "c0": "C0", "fwhm": "FWHM", "beta": "BETA", "mu_0": "MU_0", "mu_b": "MU_B", "r_out": "ROUT",
                "r_c": "RC", "r_t": "RT", "r_b": "RB", "h_s": "HS", "alpha": "ALPHA", "gamma": "GAMMA",
                "sky": "SKY", "dsky_dx": "DSDX", "dsky_dy": "DSDY"}
+# GALFIT's shape modes (galmoss_jax.profiles._shape) on any elliptical component: the
+# coordinate rotation R0) power with R1-R4, R9, R10 (R9/R10 optional: 0 and fixed) and the
+# azimuthal Fourier modes F1-F10 (amplitude and phase on one line).  Values are in GALFIT's units
+# (pixels, degrees), which are galmoss_jax's.
+ROTATION_LINES = {"R1": ("rot_r_in",), "R2": ("rot_r_out",), "R3": ("rot_theta",), "R4": ("rot_alpha",),
+                  "R9": ("incl",), "R10": ("sky_pa",)}
+_ROTATION_NEEDED = ("R1", "R2", "R3", "R4")
+_ROTATION_FUNCTIONS = {"power": "power", "powerlaw": "power"}
+MAX_FOURIER = 10
+# image-block header keys of the shape parameters (GALFIT's: 3_RIN, 3_F1PA, ...); ROTF = 'power'
+SHAPE_HEADER_KEYS = {"rot_r_in": "RIN", "rot_r_out": "ROUT", "rot_theta": "RANG", "rot_alpha": "ALPHA",
+                     "incl": "INCL", "sky_pa": "SPA",
+                     **{f"f{m}": f"F{m}" for m in range(1, MAX_FOURIER + 1)},
+                     **{f"f{m}_pa": f"F{m}PA" for m in range(1, MAX_FOURIER + 1)}}
+_SHAPE_HEADER_COMMENTS = {"rot_r_in": "Inner (const. PA) radius [pixels]",
+                          "rot_r_out": "Outer (const. PA) radius [pixels]",
+                          "rot_theta": "Total rotation angle out to Rout [deg]",
+                          "rot_alpha": "Asymptotic spiral powerlaw",
+                          "incl": "Inclination angle to line of sight [deg]",
+                          "sky_pa": "Projected disk position angle [deg]",
+                          **{f"f{m}": f"Azimuthal Fourier mode {m} amplitude" for m in range(1, MAX_FOURIER + 1)},
+                          **{f"f{m}_pa": f"Azimuthal Fourier mode {m} phase angle" for m in range(1, MAX_FOURIER + 1)}}
 # extra names accepted in constraint files, besides the header keys and the line numbers
 _CONSTRAINT_ALIASES = {"x": "x0", "y": "y0", "re": "r_e", "q": "q", "mu": None, "c": "c0", "pow": "beta"}
 
@@ -180,6 +210,124 @@ def _n_values(kind: str, key: str) -> int:
     return 2 if key == "1" and kind != "sky" else 1
 
 
+def _fourier_modes(comp) -> tuple:
+    """The Fourier modes m (sorted) of a component's ``F{m})`` lines."""
+    return tuple(sorted(int(fp.key[1:]) for fp in comp.params if fp.key.startswith("F")))
+
+
+def _has_rotation(comp) -> bool:
+    return any(fp.key in ROTATION_LINES for fp in comp.params)
+
+
+def _comp_lines(comp) -> dict:
+    """Feedme line -> galmoss_jax parameter(s) of a one-band component, with its shape-mode
+    lines (``R1``-``R4``, ``R9``, ``R10`` and ``F{m}``) after the profile's own."""
+    lines = dict(COMPONENTS[comp.kind][1])
+    if _has_rotation(comp):
+        lines.update(ROTATION_LINES)
+    lines.update({f"F{m}": (f"f{m}", f"f{m}_pa") for m in _fourier_modes(comp)})
+    return lines
+
+
+def _shape_param(name: str):
+    """The :class:`~galmoss_jax.profiles.Param` (bounds, unit) of a shape-mode parameter."""
+    from .profiles._shape import ROTATION_PARAMS, fourier_params
+
+    if name.startswith("f"):
+        return fourier_params(int(name[1:].split("_")[0]))[name.endswith("_pa")]
+    return next(p for p in ROTATION_PARAMS if p.name == name)
+
+
+def _elliptical_kinds() -> tuple:
+    return tuple(k for k, (_, lines) in COMPONENTS.items() if "C0" in lines)
+
+
+def _shape_line(path, lineno, raw, key, tokens, cur, banded):
+    """Read a shape-mode line of the component ``cur`` ([kind, params, skip, line, R0]): ``R0)``
+    (the rotation function) goes to ``cur[4]``, ``R1)``-``R4)``, ``R9)``, ``R10)`` and
+    ``F1)``-``F10)`` to its parameters, values checked against the parameters' bounds (GALFIT's
+    units: pixels, degrees).  Bending modes (``B1)`` ...), truncations (``To)``, ``Ti)``,
+    ``T0)`` ...), the logarithmic spiral (``R0) log``), ``R5)``-``R8)``, modes on a component
+    that is not elliptical and any other unknown line are refused, naming the line."""
+    k, kind = key.upper(), cur[0]
+    if re.fullmatch(r"B\d+", k):
+        _fail(path, lineno, raw, f"bending mode {key!r}: GALFIT's bending modes are not available in galmoss_jax")
+    if k in ("TO", "TI") or re.fullmatch(r"T\d+", k):
+        _fail(path, lineno, raw, f"truncation {key!r}: GALFIT's truncations are not available in galmoss_jax")
+    fm, rm = re.fullmatch(r"F(\d+)", k), re.fullmatch(r"R(\d+)", k)
+    if not (fm or rm):
+        _fail(path, lineno, raw, f"parameter {key!r} is not supported")
+    what = "Fourier mode" if fm else "coordinate rotation"
+    if banded:
+        _fail(path, lineno, raw, f"{what} {key!r}: shape modes are not supported in GalfitM (multi-band) files")
+    if "C0" not in COMPONENTS[kind][1]:
+        _fail(path, lineno, raw, f"{what} {key!r}: shape modes apply to elliptical components "
+                                 f"({', '.join(_elliptical_kinds())}), not to a {kind}")
+    if fm:
+        m = int(fm.group(1))
+        if not 1 <= m <= MAX_FOURIER:
+            _fail(path, lineno, raw, f"Fourier mode {key!r}: the modes are F1 to F{MAX_FOURIER}")
+        k = f"F{m}"
+    else:
+        k = f"R{int(rm.group(1))}"
+        if k == "R0":
+            if len(tokens) != 1:
+                _fail(path, lineno, raw, "R0): expected one word, the rotation function (power or none)")
+            func = tokens[0].lower()
+            if func == "log":
+                _fail(path, lineno, raw, "R0) log: the logarithmic spiral rotation is not supported; "
+                                         "R0) power (the power-law rotation) is")
+            if func not in (*_ROTATION_FUNCTIONS, "none"):
+                _fail(path, lineno, raw, f"R0): unknown rotation function {tokens[0]!r} (GALFIT's are power, log "
+                                         "and none; log is not supported)")
+            if cur[4] is not None:
+                _fail(path, lineno, raw, "R0) is given twice in this component")
+            cur[4] = (_ROTATION_FUNCTIONS.get(func, "none"), lineno, raw)
+            return
+        if k in ("R5", "R6", "R7", "R8"):
+            _fail(path, lineno, raw, f"{k}) is not used by the power-law rotation (R0) power: R1-R4, R9, R10) "
+                                     "and is not supported")
+        if k not in ROTATION_LINES:
+            _fail(path, lineno, raw, f"coordinate rotation {key!r}: the rotation lines are R0-R4, R9 and R10")
+    if any(fp.key == k for fp in cur[1]):
+        _fail(path, lineno, raw, f"{k}) is given twice in this component")
+    names = (f"f{m}", f"f{m}_pa") if fm else ROTATION_LINES[k]
+    nv = len(names)
+    if len(tokens) != 2 * nv:
+        _fail(path, lineno, raw, f"{k}): expected {nv} value(s) and {nv} fit toggle(s) (1 = fit, 0 = fixed), "
+                                 f"got {len(tokens)} item(s)")
+    vals = _floats(path, lineno, raw, tokens, nv, f"{k})")
+    flags = tokens[nv:]
+    if any(f not in ("0", "1") for f in flags):
+        _fail(path, lineno, raw, f"{k}): fit toggles must be 0 or 1, got {' '.join(flags)!r}")
+    for name, v in zip(names, vals):
+        par = _shape_param(name)
+        if not (math.isfinite(v) and par.lower <= v <= par.upper):
+            _fail(path, lineno, raw, f"{k}): {name} = {v:g} lies outside its bounds [{par.lower:g}, {par.upper:g}]"
+                                     + (f" ({par.unit})" if par.unit else ""))
+    cur[1].append(FeedmeParam(k, vals, tuple(f == "1" for f in flags), lineno))
+
+
+def _rotation_checked(path, cur, text_of) -> tuple:
+    """The parameters of a component read (``cur``) with its rotation checked: R1-R4, R9, R10
+    need ``R0) power``, which needs R1-R4; an absent R9 or R10 is 0 and fixed (face-on)."""
+    params, r0 = list(cur[1]), cur[4]
+    rot = [fp for fp in params if fp.key in ROTATION_LINES]
+    if r0 is None or r0[0] == "none":
+        if rot:
+            _fail(path, rot[0].line, text_of(rot[0].line), f"{rot[0].key}) needs 'R0) power' (the rotation "
+                                                           "function) in the same component")
+        return tuple(params)
+    missing = [k for k in _ROTATION_NEEDED if not any(fp.key == k for fp in rot)]
+    if missing:
+        _fail(path, r0[1], r0[2], f"the power-law rotation needs {', '.join(k + ')' for k in missing)} "
+                                  "in the same component")
+    for k in ("R9", "R10"):
+        if not any(fp.key == k for fp in rot):
+            params.append(FeedmeParam(k, (0.0,), (False,), 0))
+    return tuple(params)
+
+
 def _lines(kind: str, banded: bool = False) -> dict:
     """Feedme line -> galmoss_jax parameter(s) of a component; in a GalfitM file (``banded``)
     a centred profile's x is on line 1 and y on line 2, as GalfitM writes them."""
@@ -192,9 +340,15 @@ def _lines(kind: str, banded: bool = False) -> dict:
 def read_feedme(path) -> Feedme:
     """Parse a GALFIT (or GalfitM: :mod:`galmoss_jax._galfitm`) feedme file into a :class:`Feedme`.
 
+    GALFIT's shape modes on an elliptical component (``F1)``-``F10)`` Fourier modes, ``R0)
+    power`` with ``R1)``-``R4)``, ``R9)``, ``R10)``: the coordinate rotation) become its
+    ``F{m}`` / ``R{k}`` parameter lines (an absent ``R9)`` or ``R10)`` is 0 and fixed); the
+    component's profile is then ``"<profile>[f1,...,rot]"`` (:mod:`galmoss_jax.profiles._shape`).
+
     Raises :class:`InputFileError` naming the line (number and text) for an unknown option
-    letter, an unknown component, an unsupported feature (Fourier modes, bending, truncation,
-    rotation) or a malformed number.
+    letter, an unknown component, an unsupported feature (bending modes, truncations, the
+    logarithmic spiral ``R0) log``, ``R5)``-``R8)``, shape modes on a psf, sky or edgedisk or in
+    a GalfitM file), a shape-mode value outside its parameter's bounds or a malformed number.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -203,11 +357,12 @@ def read_feedme(path) -> Feedme:
         lines = fh.read().splitlines()
     control: dict = {}
     comps: list = []
-    cur = None          # [kind, params, skip, line]
+    cur = None          # [kind, params, skip, line, R0 (function, line, text) or None]
 
     def close():
         if cur is not None:
-            comps.append(FeedmeComponent(cur[0], tuple(cur[1]), cur[2], cur[3]))
+            params = _rotation_checked(path, cur, lambda ln: lines[ln - 1])
+            comps.append(FeedmeComponent(cur[0], params, cur[2], cur[3]))
 
     for lineno, raw in enumerate(lines, 1):
         text = raw.split("#", 1)[0]
@@ -231,7 +386,7 @@ def read_feedme(path) -> Feedme:
             kind = tokens[0].lower() if tokens else ""
             if kind not in COMPONENTS:
                 _fail(path, lineno, raw, f"unknown or unsupported component {kind!r}; supported: {', '.join(COMPONENTS)}")
-            cur = [kind, [], False, lineno]
+            cur = [kind, [], False, lineno, None]
             continue
         if cur is None:
             _fail(path, lineno, raw, f"parameter line {key!r} before any component ('0) sersic' ...)")
@@ -242,12 +397,12 @@ def read_feedme(path) -> Feedme:
             except (ValueError, IndexError):
                 _fail(path, lineno, raw, "Z): expected 0 or 1")
             continue
+        banded = "A1" in control
         if key.upper() == "C0":
             key = "C0"
         elif not key.isdigit():
-            what = {"F": "Fourier modes", "B": "bending modes", "R": "coordinate rotation", "T": "truncation"}
-            _fail(path, lineno, raw, f"{what.get(key[0].upper(), 'parameter')} {key!r} is not supported")
-        banded = "A1" in control
+            _shape_line(path, lineno, raw, key, tokens, cur, banded)
+            continue
         lines_of = _lines(kind, banded)
         if key not in lines_of:
             # GALFIT lists unused lines (e.g. 6-8 of a sersic); they must not ask to be fitted
@@ -428,7 +583,12 @@ def component_names(feedme: Feedme) -> tuple:
 
 
 def _profile_of(comp: FeedmeComponent) -> str:
+    """The galmoss_jax profile of a component: ``"sersic"``, or ``"sersic[f1,f3,rot]"`` with its
+    shape modes (Fourier modes sorted, then the rotation)."""
     prof = COMPONENTS[comp.kind][0]
+    modes = [f"f{m}" for m in _fourier_modes(comp)] + (["rot"] if _has_rotation(comp) else [])
+    if modes:
+        return f"{prof}[{','.join(modes)}]"
     if comp.kind == "sky":
         g = [comp.get("2"), comp.get("3")]
         if all(p.values[0] == 0 and not p.free[0] for p in g):
@@ -445,7 +605,7 @@ def _comp_params(comp: FeedmeComponent):
     """(galmoss parameter, GALFIT value, free, FeedmeParam) for each value of a component."""
     prof = _profile_of(comp)
     out = []
-    for key, names in COMPONENTS[comp.kind][1].items():
+    for key, names in _comp_lines(comp).items():
         fp = comp.get(key)
         if fp is None:
             continue
@@ -456,12 +616,27 @@ def _comp_params(comp: FeedmeComponent):
     return out
 
 
+def _header_keys(pnames) -> dict:
+    """Image-block header key (without the ``N_``) of each parameter of one component:
+    :data:`HEADER_KEYS`, and :data:`SHAPE_HEADER_KEYS` for the shape modes; where a shape key is
+    also one of the profile's own (a ferrer's ``ROUT``, a king's ``ALPHA``) the shape mode's
+    takes an ``R`` in front (``RROUT``, ``RALPHA``)."""
+    keys = {p: HEADER_KEYS[p] for p in pnames if p in HEADER_KEYS}
+    taken = set(keys.values())
+    for p in pnames:
+        if p in SHAPE_HEADER_KEYS:
+            k = SHAPE_HEADER_KEYS[p]
+            keys[p] = "R" + k if k in taken else k
+    return keys
+
+
 def _constraint_param(comp: FeedmeComponent, name: str, c: Constraint, path):
-    lines = COMPONENTS[comp.kind][1]
+    lines = _comp_lines(comp)
     params = [p for names in lines.values() for p in names]
-    if name in lines and len(lines[name]) == 1:
-        return lines[name][0]
-    alias = {HEADER_KEYS[p].lower(): p for p in params}
+    for key in (name, name.upper()):     # a line: "4", "c0", "r1"
+        if key in lines and len(lines[key]) == 1:
+            return lines[key][0]
+    alias = {k.lower(): p for p, k in _header_keys(params).items()}
     alias.update({k: v for k, v in _CONSTRAINT_ALIASES.items() if v in params})
     alias.update({p: p for p in params})
     if "4" in lines and name in ("re", "rs", "fwhm"):   # the size on line 4, whatever the profile calls it
@@ -479,6 +654,7 @@ def feedme_model(feedme: Feedme, constraints=()):
     """The :class:`~galmoss_jax.model.Model` and initial values ``{name: value}`` (galmoss_jax
     units: 0-based in the fit region, mag/pixel^2) of a feedme and its constraints."""
     from .model import Model
+    from .profiles import get_profile
 
     fr = _frame(feedme)
     names = component_names(feedme)
@@ -486,10 +662,11 @@ def feedme_model(feedme: Feedme, constraints=()):
     for cname, comp in zip(names, feedme.components):
         prof = _profile_of(comp)
         comps.append((cname, prof))
+        spec = get_profile(prof)
         for pname, val, is_free, fp in _comp_params(comp):
             full = f"{cname}.{pname}"
             v = fr.to_internal(pname, val)
-            if pname == "c0" and is_free:
+            if is_free and spec.param(pname).fixed:    # fixed by default (c0, incl, sky_pa): toggle 1 frees it
                 free.append(full)
             if is_free:
                 init[full] = v
@@ -515,6 +692,8 @@ def feedme_model(feedme: Feedme, constraints=()):
         (f,), (p,) = full, pn
         if p == "pa":
             _fail(cpath, c.line, c.text, "ranges on the position angle are not supported (pa is periodic)")
+        if p.endswith("_pa"):
+            _fail(cpath, c.line, c.text, f"ranges on the angle {p} are not supported (it is periodic)")
         if c.kind == "range":
             lo, hi = fr.to_internal(p, c.lo), fr.to_internal(p, c.hi)
         else:
@@ -657,7 +836,7 @@ def feedme_with_values(feedme: Feedme, values: dict) -> Feedme:
     names = component_names(feedme)
     comps = []
     for cname, comp in zip(names, feedme.components):
-        lines = COMPONENTS[comp.kind][1]
+        lines = _comp_lines(comp)
         new = []
         for fp in comp.params:
             vals = list(fp.values)
@@ -678,7 +857,21 @@ _DESCR = {"x0": "position x, y", "mag": "integrated magnitude", "r_e": "R_e (eff
           "r_c": "R_c (core radius) [pix]", "r_t": "R_t (truncation radius) [pix]", "r_b": "R_b (break radius) [pix]",
           "h_s": "h_s (disk scale height) [pix]", "alpha": "alpha", "gamma": "gamma",
           "sky": "sky background at center of fitting region [ADUs]", "dsky_dx": "dsky/dx (sky gradient in x)",
-          "dsky_dy": "dsky/dy (sky gradient in y)"}
+          "dsky_dy": "dsky/dy (sky gradient in y)",
+          "rot_r_in": "bar radius (rotation inner radius) [pix]",
+          "rot_r_out": "96% asymptotic radius of the rotation [pix]",
+          "rot_theta": "cumul. coord. rotation out to R2 [deg]", "rot_alpha": "asymptotic spiral arm powerlaw",
+          "incl": "inclination to L.o.S. [deg]", "sky_pa": "sky position angle [deg]",
+          **{f"f{m}": f"Fourier mode {m}: amplitude, phase angle [deg]" for m in range(1, MAX_FOURIER + 1)}}
+
+
+def _ordered_lines(comp) -> list:
+    """A component's parameter lines as GALFIT writes them: the profile's (as read), then
+    ``R0) power`` (as None) and R1-R4, R9, R10, then the Fourier modes F1-F10."""
+    base = [fp for fp in comp.params if fp.key not in ROTATION_LINES and not fp.key.startswith("F")]
+    rot = [comp.get(k) for k in ROTATION_LINES if comp.get(k) is not None]
+    four = [comp.get(f"F{m}") for m in _fourier_modes(comp)]
+    return base + ([None] if rot else []) + rot + four
 
 
 def format_feedme(feedme: Feedme, *, header_lines=()) -> str:
@@ -711,9 +904,12 @@ def format_feedme(feedme: Feedme, *, header_lines=()) -> str:
             f"P) {feedme.mode:<20d} # Choose: 0=optimize, 1=model, 2=imgblock, 3=subcomps", "",
             "# INITIAL FITTING PARAMETERS", "#   par)    par value(s)    fit toggle(s)    # parameter description", ""]
     for i, comp in enumerate(feedme.components, 1):
-        lines = COMPONENTS[comp.kind][1]
+        lines = _comp_lines(comp)
         out += [f"# Component number: {i}", f" 0) {comp.kind:<24s} #  Component type"]
-        for fp in comp.params:
+        for fp in _ordered_lines(comp):
+            if fp is None:
+                out.append(f"{'R0)':>4s} {'power':<32s} #  PA rotation function (power, log, none)")
+                continue
             vals = "  ".join(_fmt(v) for v in fp.values)
             flags = " ".join("1" if f else "0" for f in fp.free)
             key = f"{fp.key})"
@@ -768,7 +964,12 @@ def _value_str(v, err, fixed):
 def galfit_header(feedme: Feedme, values: dict, errors: dict | None, stats: dict):
     """The image-block model header in GALFIT's keyword style (``COMP_1 = 'sersic'``,
     ``1_XC = '128.43 +/- 0.01'``, fixed values in brackets, ``CHISQ``, ``NDOF``, ``NFREE``,
-    ``CHI2NU``, ...).  ``values``/``errors`` in GALFIT units, keyed ``"comp.param"``."""
+    ``CHI2NU``, ...).  ``values``/``errors`` in GALFIT units, keyed ``"comp.param"``.
+
+    A component with shape modes also has GALFIT's ``N_ROTF = 'power'``, ``N_RIN``, ``N_ROUT``
+    (pixels), ``N_RANG`` (degrees), ``N_ALPHA``, ``N_INCL``, ``N_SPA`` (degrees) for the rotation
+    and ``N_F{m}``, ``N_F{m}PA`` (degrees) for each Fourier mode (see :func:`_header_keys` for
+    the profiles whose own keys these would repeat)."""
     from astropy.io import fits
 
     h = _Header(fits.Header())
@@ -789,11 +990,15 @@ def galfit_header(feedme: Feedme, values: dict, errors: dict | None, stats: dict
     fixed = stats.get("fixed", set())
     for i, (cname, comp) in enumerate(zip(component_names(feedme), feedme.components), 1):
         h[f"COMP_{i}"] = (comp.kind, "Component type")
-        for pname, _, _, _ in _comp_params(comp):
+        params = _comp_params(comp)
+        keys = _header_keys([p for p, _, _, _ in params])
+        for pname, _, _, _ in params:
             full = f"{cname}.{pname}"
+            if pname == "rot_r_in":
+                h[f"{i}_ROTF"] = ("power", "Axial rotation function")
             e = math.nan if errors is None else float(errors.get(full, math.nan))
-            h[f"{i}_{HEADER_KEYS[pname]}"] = (_value_str(float(values[full]), e, errors is None or full in fixed),
-                                              _DESCR.get(pname, "")[:40])
+            h[f"{i}_{keys[pname]}"] = (_value_str(float(values[full]), e, errors is None or full in fixed),
+                                       _SHAPE_HEADER_COMMENTS.get(pname) or _DESCR.get(pname, "")[:40])
     for k, c in (("CHISQ", "Chi^2 of fit"), ("NDOF", "Degrees of freedom"), ("NFREE", "Number of free parameters"),
                  ("NFIX", "Number of fixed parameters"), ("CHI2NU", "Reduced Chi^2")):
         if k in stats:
