@@ -493,6 +493,71 @@ def read_feedme(path) -> Feedme:
     return Feedme(components=tuple(comps), **kw)
 
 
+def _header_value(text: str):
+    """``(value, free)`` of a GALFIT image-block value: ``'12.34 +/- 0.05'`` (free),
+    ``'[12.34]'`` (held fixed), ``'*12.34* +/- 0.05'`` (free, flagged by GALFIT as a problem)."""
+    t = str(text).split("+/-")[0].strip()
+    free = not t.startswith("[")
+    return float(t.strip("[]*")), free
+
+
+def feedme_from_imgblock(path, *, platescale=None) -> Feedme:
+    """The :class:`Feedme` of the final parameters in a GALFIT image block (the model
+    extension's ``COMP_1 = 'sersic'``, ``1_XC = '[55.91]'``, ``1_MAG = '14.02 +/- 0.08'``, ...,
+    shape modes ``1_ROTF``, ``1_RIN``, ..., ``1_F1PA`` included): fixed values (in brackets)
+    fixed, the others free; the region from ``FITSECT``, the zero point from ``MAGZPT``.  With
+    :func:`feedme_model` it gives the model and values to render or to start a fit from GALFIT's
+    solution.  ``path``: the image block (its ``MODEL`` extension, else the first HDU with
+    ``COMP_1``) or a model file.  ``platescale`` (arcsec/pixel, ``(dx, dy)``): needed only for
+    surface-brightness parameters (``mu_0``; GALFIT's are per arcsec^2), which the header does
+    not say.  Image and PSF names are kept as GALFIT wrote them (often truncated)."""
+    from astropy.io import fits
+
+    with fits.open(path) as hdul:
+        hdr = next((h.header for h in hdul if "COMP_1" in h.header), None)
+    if hdr is None:
+        raise InputFileError(f"{path}: no GALFIT model header (COMP_1 = ...) in any extension")
+
+    def bad(msg):
+        raise InputFileError(f"{path}: {msg}")
+
+    m = re.fullmatch(r"\[(\d+):(\d+),(\d+):(\d+)\]", str(hdr.get("FITSECT", "")).strip())
+    if m is None:
+        bad(f"FITSECT = {hdr.get('FITSECT')!r}: expected the fitted section '[xmin:xmax,ymin:ymax]'")
+    region = tuple(int(v) for v in m.groups())
+    comps, i = [], 1
+    while f"COMP_{i}" in hdr:
+        kind = str(hdr[f"COMP_{i}"]).strip()
+        if kind not in COMPONENTS:
+            bad(f"COMP_{i} = {kind!r}: unknown GALFIT component (known: {', '.join(COMPONENTS)})")
+        lines = dict(COMPONENTS[kind][1])
+        if f"{i}_ROTF" in hdr:
+            func = str(hdr[f"{i}_ROTF"]).strip().lower()
+            if _ROTATION_FUNCTIONS.get(func) != "power":
+                bad(f"{i}_ROTF = {func!r}: only the power-law rotation is supported")
+            lines.update(ROTATION_LINES)
+        lines.update({f"F{k}": (f"f{k}", f"f{k}_pa") for k in range(1, MAX_FOURIER + 1) if f"{i}_F{k}" in hdr})
+        keys = _header_keys([n for names in lines.values() for n in names])
+        params = []
+        for key, names in lines.items():
+            cards = [f"{i}_{keys[n]}" for n in names if n in keys]
+            if len(cards) != len(names) or not all(c in hdr for c in cards):
+                if key == "C0" or (kind == "sky" and key != "1"):
+                    continue
+                bad(f"component {i} ({kind}): no {' / '.join(cards) or key} in the header")
+            vf = [_header_value(hdr[c]) for c in cards]
+            params.append(FeedmeParam(key, tuple(v for v, _ in vf), tuple(f for _, f in vf)))
+        comps.append(FeedmeComponent(kind, tuple(params)))
+        i += 1
+    if any(n.startswith("mu_") for c in comps for n, *_ in _comp_params(c)) and platescale is None:
+        bad("the model has surface brightnesses (mag/arcsec^2): give platescale=(dx, dy) arcsec/pixel")
+    psf = str(hdr.get("PSF", "none")).strip()
+    return Feedme(image=str(hdr.get("DATAIN", "")).split("[")[0].strip(), psf=None if psf == "none" else psf,
+                  region=(region[0], region[1], region[2], region[3]), zeropoint=float(hdr.get("MAGZPT", 0.0)),
+                  platescale=tuple(platescale) if platescale is not None else (1.0, 1.0), components=tuple(comps),
+                  path=str(path))
+
+
 def _isnum(s):
     try:
         float(s)

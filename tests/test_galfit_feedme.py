@@ -296,8 +296,8 @@ def test_format_feedme_round_trip(tmp_path):
     (" 0) sersik\n 1) 1 1 1 1\n", 4, "unknown or unsupported component 'sersik'"),
     ("Q) 3\n 0) psf\n 1) 1 1 1 1\n 3) 20 1\n", 4, "unknown option letter 'Q'"),
     (" 0) psf\n 1) 1 1 1 1\n 3) 2O.5 1\n", 6, "not a number in '2O.5'"),
-    (" 0) sersic\n 1) 1 1 1 1\n 3) 20 1\n 4) 3 1\n 5) 2 1\n 9) 0.5 1\n10) 0 1\nF1) 0.1 20 1 1\n", 11,
-     "Fourier modes 'F1' is not supported"),
+    (" 0) sersic\n 1) 1 1 1 1\n 3) 20 1\n 4) 3 1\n 5) 2 1\n 9) 0.5 1\n10) 0 1\nB1) 0.1 1\n", 11,
+     "bending mode 'B1'"),
     (" 0) psf\n 1) 1 1 1 1\n 3) 20 2\n", 6, "fit toggles must be 0 or 1"),
 ])
 def test_malformed_feedme_names_the_line(tmp_path, capsys, body, line, msg):

@@ -277,3 +277,28 @@ def test_no_rotation_lines_without_r0_power(tmp_path):
     assert model.spec_string == "exponential:exponential[f2]" and init["exponential.f2_pa"] == 45.0
     fm = read_feedme(_write(tmp_path, FEED.format(g="none", p=0, z=0)))   # its first: R0) none
     assert feedme_model(fm)[0].components[0][1].name == "sersic"
+
+
+def test_feedme_from_a_galfit_image_block():
+    """GALFIT's own image block of an SDSS spiral (tests/data/galfit_spirals): components, the
+    fitted region, fixed (bracketed) and free values, the shape modes."""
+    from galmoss_jax.galfit import feedme_from_imgblock
+
+    fm = feedme_from_imgblock(SPIRAL)
+    assert fm.region == (12, 84, 11, 83) and fm.zeropoint == 24.8
+    model, init = feedme_model(fm)
+    assert [s.name for _, s in model.components] == ["sersic", "sersic", "sersic[f1,f3,rot]", "sky_plane"]
+    fixed = dict(model.fixed)
+    assert fixed["sersic1.x0"] == pytest.approx(47.51 - 12) and fixed["sersic1.y0"] == pytest.approx(47.16 - 11)
+    assert init["sersic3.rot_theta"] == pytest.approx(23.7981) and init["sersic3.f1_pa"] == pytest.approx(107.7609)
+    assert init["sersic3.incl"] == pytest.approx(-32.5961) and "sersic3.incl" in model.free_names
+    assert init["sky.sky"] == pytest.approx(1115.4061)
+
+
+def test_feedme_from_a_file_without_galfit_header(tmp_path):
+    from galmoss_jax.galfit import feedme_from_imgblock
+
+    p = tmp_path / "plain.fits"
+    fits.PrimaryHDU(np.zeros((4, 4))).writeto(p)
+    with pytest.raises(gj.InputFileError, match="no GALFIT model header"):
+        feedme_from_imgblock(p)

@@ -40,6 +40,12 @@ factor, ``h`` the boxiness factor of ``c0``), the rotation keeps areas, and the 
 seen at ``incl`` covers ``cos(incl)`` of its area, so the brightness is divided by
 ``A cos(incl)``.
 
+Reporting (DESIGN.md A): a fit at ``q > 1`` is reported at ``1/q`` and ``pa + 90``, which
+turns the azimuth of the circularised ellipse by 90 degrees, so every Fourier phase is reported
+``- 90``; ``pa`` (and ``sky_pa``) wrapped by 180 degrees turn the odd modes' phases by 180
+degrees.  The reported values describe the same image; a phase held fixed is reported in that
+frame too.
+
 These conventions were pinned on GALFIT's own renderings: its model images of 11 SDSS spirals
 fitted by SpArcFiRe with these modes (inclinations 0 to 72 degrees) are reproduced to 1e-3 to
 5e-3 of the peak (``tests/test_shape_modes.py``).  GALFIT's bending modes (``B1``...),
