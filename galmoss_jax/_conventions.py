@@ -20,9 +20,10 @@ def wrap_angle(pa, period: float = 180.0):
 
 def fold_ellipse(values: dict, J, idx: dict, qn: str, pas, radii, phases=(), angles=()):
     """Fold one ellipse in place: where ``values[qn] > 1``, q -> 1/q, every angle in ``pas``
-    + 90 (all wrapped to (-90, 90]), every radius in ``radii`` times q and every Fourier phase
-    in ``phases`` (``(name, period, names of the angles that turn it)``) - 90, plus the turns of
-    those angles by their wraps (wrapped to its period); the angles in
+    + 90 (all wrapped to (-90, 90]), every radius in ``radii`` times q and every Fourier mode
+    in ``phases`` (``(amplitude, phase, period, names of the angles that turn it)``) has its
+    phase - 90, plus the turns of those angles by their wraps, and a negative amplitude made
+    positive with the phase + period/2 (wrapped to its period); the angles in
     ``angles`` (``(name, period)``) are only wrapped.  ``J`` is the Jacobian of the map so far
     over the free parameters ``idx`` (name -> index); returns it with this ellipse's terms (the
     shifts of angles have none)."""
@@ -46,10 +47,16 @@ def fold_ellipse(values: dict, J, idx: dict, qn: str, pas, radii, phases=(), ang
         raw = values[a]
         values[a] = wrap_angle(raw, period)
         turn[a] = values[a] - raw
-    for ph, period, refs in phases:
+    for amp, ph, period, refs in phases:
         # pa (or sky_pa) + 180 turns the azimuth by 180 degrees, which odd modes see: their
-        # phases follow the wraps of the angles in refs
-        values[ph] = wrap_angle(jnp.where(flip, values[ph] - 90.0, values[ph]) + sum(turn[r] for r in refs), period)
+        # phases follow the wraps of the angles in refs; a negative amplitude a at phase phi is
+        # the mode -a at phi + period / 2
+        neg = values[amp] < 0
+        if amp in idx:
+            J = J.at[idx[amp], idx[amp]].set(jnp.where(neg, -1.0, 1.0))
+        values[amp] = jnp.abs(values[amp])
+        values[ph] = wrap_angle(jnp.where(flip, values[ph] - 90.0, values[ph]) + sum(turn[r] for r in refs)
+                                + jnp.where(neg, 0.5 * period, 0.0), period)
     return J
 
 
@@ -77,8 +84,8 @@ def fold_axis_ratio(model, free, values: dict, cov):
         if "q" not in names or "pa" not in names:
             continue
         J = fold_ellipse(values, J, idx, f"{c}.q", [f"{c}.pa"], [f"{c}.{r}" for r in ellipse_radii(spec)],
-                         [(f"{c}.{n}", t, (f"{c}.pa",) + tuple(f"{c}.{a}" for a, _ in other_angles(spec)))
-                          for n, t in fold_phases(spec)],
+                         [(f"{c}.{a}", f"{c}.{n}", t, (f"{c}.pa",) + tuple(f"{c}.{o}" for o, _ in other_angles(spec)))
+                          for a, n, t in fold_phases(spec)],
                          [(f"{c}.{n}", t) for n, t in other_angles(spec)])
     if free:
         hi = jax.lax.Precision.HIGHEST

@@ -225,6 +225,12 @@ class Model:
             if full in tied_map:
                 raise ParameterError(f"bands[{n!r}]: {full!r} is tied to {tied_map[full]!r} and follows it "
                                      "in each band; give the band mode to the source")
+            comp, pname = full.split(".", 1)
+            shape = self.spec(comp).shape
+            if mode not in ("shared", 0) and shape is not None and shape.fourier and (
+                    pname in ("pa", "sky_pa") or re.fullmatch(r"f\d+(_pa)?", pname)):
+                raise ParameterError(f"bands[{n!r}]: {comp!r} has Fourier modes, whose amplitudes and phases are "
+                                     "measured from its pa: its pa, sky_pa and modes are shared by every band")
             if mode not in ("shared", 0):
                 modes[full] = mode
         object.__setattr__(self, "band_modes", tuple(sorted(modes.items())))

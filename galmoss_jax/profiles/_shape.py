@@ -43,8 +43,9 @@ seen at ``incl`` covers ``cos(incl)`` of its area, so the brightness is divided 
 Reporting (DESIGN.md A): a fit at ``q > 1`` is reported at ``1/q`` and ``pa + 90``, which
 turns the azimuth of the circularised ellipse by 90 degrees, so every Fourier phase is reported
 ``- 90``; ``pa`` (and ``sky_pa``) wrapped by 180 degrees turn the odd modes' phases by 180
-degrees.  The reported values describe the same image; a phase held fixed is reported in that
-frame too.
+degrees; a negative amplitude is reported positive with the phase turned by ``180/m`` (the
+same mode).  The reported values describe the same image; a phase held fixed is reported in
+that frame too.
 
 These conventions were pinned on GALFIT's own renderings: its model images of 11 SDSS spirals
 fitted by SpArcFiRe with these modes (inclinations 0 to 72 degrees) are reproduced to 1e-3 to
@@ -246,13 +247,15 @@ def ellipse_radii(spec: ProfileSpec) -> tuple[str, ...]:
                  if p.unit == "pixel" and p.name not in ("x0", "y0") and p.name not in _ROTATION_NAMES)
 
 
-def fold_phases(spec: ProfileSpec) -> tuple[tuple[str, float], ...]:
-    """``(name, period)`` of the Fourier phases of ``spec``: a fold of a ``q > 1`` fit (``pa +
-    90``, ``q -> 1/q``) turns the azimuth of the circularised ellipse by 90 degrees, so each phase
-    becomes ``phase - 90`` (wrapped to its period)."""
+def fold_phases(spec: ProfileSpec) -> tuple[tuple[str, str, float], ...]:
+    """``(amplitude, phase, period)`` names of the Fourier modes of ``spec``.  Reporting
+    (DESIGN.md A): a fold of a ``q > 1`` fit (``pa + 90``, ``q -> 1/q``) turns the azimuth of the
+    circularised ellipse by 90 degrees, so each phase becomes ``phase - 90``; a negative amplitude
+    is reported as ``-a`` at ``phase + 180/m`` (the same mode); phases are wrapped to their
+    period."""
     if spec.shape is None:
         return ()
-    return tuple((f"f{m}_pa", 360.0 / m) for m in spec.shape.fourier)
+    return tuple((f"f{m}", f"f{m}_pa", 360.0 / m) for m in spec.shape.fourier)
 
 
 def other_angles(spec: ProfileSpec) -> tuple[tuple[str, float], ...]:
