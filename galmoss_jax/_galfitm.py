@@ -38,12 +38,7 @@ import os
 import numpy as np
 
 from ._errors import InputFileError, ParameterError
-
-_OUTPUTS = ("blank", "input", "model", "residual")
-
-
-def _fail(path, lineno, text, msg):
-    raise InputFileError(f"{path}: line {lineno} ({text.strip()!r}): {msg}")
+from .galfit import BLOCK_OUTPUTS, _fail
 
 
 def _labels(control) -> tuple:
@@ -179,9 +174,9 @@ def output_options(path, control) -> dict:
         return {}
     rest, ln, raw = control["W"]
     items = tuple(t.strip().lower() for t in rest.split()[0].split(","))
-    bad = [t for t in items if t not in _OUTPUTS]
-    if bad or not any(t in items for t in _OUTPUTS[1:]):
-        _fail(path, ln, raw, f"W): output items are {', '.join(_OUTPUTS)} (at least one image), got {bad or items}")
+    bad = [t for t in items if t not in BLOCK_OUTPUTS]
+    if bad or not any(t in items for t in BLOCK_OUTPUTS[1:]):
+        _fail(path, ln, raw, f"W): output items are {', '.join(BLOCK_OUTPUTS)} (at least one image), got {bad or items}")
     return {"outputs": items}
 
 
@@ -477,14 +472,15 @@ def fit_band_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine
     if write:
         hdus = []
         log = []
+        one = model.without_bands()
         for k, b in enumerate(bands):
             pk = bm.band_params(values, k)
             ek = {n: float(res.errors[j][0]) for n, j in bm.per_band[k]}
-            gv, ge = _galfit_units(views[k], model.without_bands(), pk, ek)
+            gv, ge = _galfit_units(views[k], one, pk, ek)
             fixed = {n for n, j in bm.per_band[k] if j not in bm.layout.free}
             hdr = galfit_header(views[k], gv, ge, {**stats, "fixed": fixed, "CHISQ": float(res.chi2_band[b][0])})
             hdr["BAND"] = b
-            hdus.append((b, data[k], _render_output(model.without_bands(), views[k], pk, data[k].data.shape, data[k]),
+            hdus.append((b, data[k], _render_output(one, views[k], pk, data[k].data.shape, data[k]),
                          hdr))
             log.append((views[k], gv, ge))
         restart = next_restart_name(output_dir)

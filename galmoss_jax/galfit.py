@@ -106,6 +106,9 @@ _SHAPE_HEADER_COMMENTS = {"rot_r_in": "Inner (const. PA) radius [pixels]",
 # extra names accepted in constraint files, besides the header keys and the line numbers
 _CONSTRAINT_ALIASES = {"x": "x0", "y": "y0", "re": "r_e", "q": "q", "mu": None, "c": "c0", "pow": "beta"}
 
+# the image-block extensions GALFIT writes, in order (GalfitM's W) chooses among them)
+BLOCK_OUTPUTS = ("blank", "input", "model", "residual")
+
 _CONTROL = "ABCDEFGHIJKOPUVW"   # U, V, W: GalfitM's non-parametric, MultiNest and output options
 _LINE_RE = re.compile(r"^\s*([A-Za-z0-9]+)\)\s*(.*)$")
 
@@ -168,7 +171,7 @@ class Feedme:
     bands: tuple = ()
     wavelengths: tuple = ()
     zeropoints: tuple = ()
-    outputs: tuple = ("blank", "input", "model", "residual")
+    outputs: tuple = BLOCK_OUTPUTS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -965,7 +968,7 @@ def format_feedme(feedme: Feedme, *, header_lines=()) -> str:
             f"K) {feedme.platescale[0]:<9.4f} {feedme.platescale[1]:<10.4f} # Plate scale (dx dy)   [arcsec per pixel]",
             f"O) {feedme.display:<20s} # Display type (regular, curses, both)",
             *([f"W) {','.join(feedme.outputs):<20s} # Output image extensions"]
-              if feedme.outputs != ("blank", "input", "model", "residual") else []),
+              if feedme.outputs != BLOCK_OUTPUTS else []),
             f"P) {feedme.mode:<20d} # Choose: 0=optimize, 1=model, 2=imgblock, 3=subcomps", "",
             "# INITIAL FITTING PARAMETERS", "#   par)    par value(s)    fit toggle(s)    # parameter description", ""]
     for i, comp in enumerate(feedme.components, 1):
@@ -1211,7 +1214,7 @@ def fit_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine=None
     return FeedmeFit(res, model, best, files)
 
 
-def _write_block(d: FeedmeData, model_img, header, path, outputs=("blank", "input", "model", "residual")):
+def _write_block(d: FeedmeData, model_img, header, path, outputs=BLOCK_OUTPUTS):
     """GALFIT image block: [0] blank, [1] data (input header), [2] model (fit header),
     [3] residual data - model (the items of ``outputs``, GalfitM's W)).  Replaces an existing
     file, as GALFIT does."""
