@@ -88,3 +88,13 @@ def test_error_calibration():
         assert np.all(np.isfinite(pull)), k
         assert 0.8 <= pull.std(ddof=1) <= 1.2, k
         assert abs(pull.mean()) < 0.3, k
+
+
+def test_galfit_spiral_models():
+    """GALFIT's own renderings of SDSS spirals with Fourier modes and an inclined power-law
+    rotation (tests/test_shape_modes.py), in float32: the float64 tolerances hold."""
+    import test_shape_modes as SM
+
+    for path in SM.SPIRALS[:2]:
+        worst, rms = SM._render_vs_galfit(path)
+        assert worst < 5e-3 and rms < 3e-4, (path, worst, rms)
