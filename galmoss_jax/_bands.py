@@ -436,24 +436,22 @@ def _fold_bands(bm: BandModel, values: dict, cov):
                 values[n] = wrap_angle(values[n])
             continue
         radii = [f"{c}.{r}" for r in ellipse_radii(spec)]
-        phases = [(f"{c}.{a}", f"{c}.{n}", t) for a, n, t in fold_phases(spec)]
         angles = [(f"{c}.{n}", t) for n, t in other_angles(spec)]
+        # a component with Fourier modes has its pa, sky_pa and modes shared by the bands (Model
+        # refuses band modes on them), so band 0's names are every band's
+        phases = [(jn(f"{c}.{a}", 0), jn(f"{c}.{n}", 0), t, tuple(jn(f"{c}.{r}", 0) for r in refs))
+                  for a, n, t, refs in fold_phases(spec)]
 
         def every_band(pairs):
             return sorted({(jn(n, k), t) for n, t in pairs for k in range(N)})
 
-        def band_phases(k):   # each band's phases with that band's pa, whose wrap they follow
-            return [(jn(a, k), jn(n, k), t, (jn(f"{c}.pa", k),) + tuple(jn(o, k) for o, _ in angles))
-                    for a, n, t in phases]
-
         if f"{c}.q" not in bm.banded:
             groups = [(jn(f"{c}.q", 0), sorted({jn(f"{c}.pa", k) for k in range(N)}),
-                       sorted({jn(r, k) for r in radii for k in range(N)}),
-                       sorted({x for k in range(N) for x in band_phases(k)}), every_band(angles))]
+                       sorted({jn(r, k) for r in radii for k in range(N)}), phases, every_band(angles))]
         elif all(jn(f"{c}.q", k) not in derived for k in range(N)) and f"{c}.pa" in bm.banded \
-                and all(r in bm.banded for r in radii) and all(n in bm.banded for _, n, _ in phases):
+                and all(r in bm.banded for r in radii):   # (pa banded: no Fourier modes)
             groups = [(jn(f"{c}.q", k), [jn(f"{c}.pa", k)], [jn(r, k) for r in radii],
-                       band_phases(k), [(jn(n, k), t) for n, t in angles]) for k in range(N)]
+                       (), [(jn(n, k), t) for n, t in angles]) for k in range(N)]
         else:
             for n in pa_all:
                 values[n] = wrap_angle(values[n])

@@ -84,8 +84,8 @@ def fold_axis_ratio(model, free, values: dict, cov):
         if "q" not in names or "pa" not in names:
             continue
         J = fold_ellipse(values, J, idx, f"{c}.q", [f"{c}.pa"], [f"{c}.{r}" for r in ellipse_radii(spec)],
-                         [(f"{c}.{a}", f"{c}.{n}", t, (f"{c}.pa",) + tuple(f"{c}.{o}" for o, _ in other_angles(spec)))
-                          for a, n, t in fold_phases(spec)],
+                         [(f"{c}.{a}", f"{c}.{n}", t, tuple(f"{c}.{r}" for r in refs))
+                          for a, n, t, refs in fold_phases(spec)],
                          [(f"{c}.{n}", t) for n, t in other_angles(spec)])
     if free:
         hi = jax.lax.Precision.HIGHEST

@@ -20,6 +20,7 @@ import numpy as np
 from ._errors import ParameterError, ProfileError, PSFError, ShapeError
 from .profiles import get_profile
 from ._layout import ParamLayout
+from .profiles._shape import fourier_modes
 from .profiles._spec import ProfileSpec
 from .psf import as_psf, check_oversample, psf_padding, stamp_psf_transform
 from .sampling import integrate_pixels
@@ -226,9 +227,9 @@ class Model:
                 raise ParameterError(f"bands[{n!r}]: {full!r} is tied to {tied_map[full]!r} and follows it "
                                      "in each band; give the band mode to the source")
             comp, pname = full.split(".", 1)
-            shape = self.spec(comp).shape
-            if mode not in ("shared", 0) and shape is not None and shape.fourier and (
-                    pname in ("pa", "sky_pa") or re.fullmatch(r"f\d+(_pa)?", pname)):
+            modes_of = fourier_modes(self.spec(comp))
+            if mode not in ("shared", 0) and modes_of and (
+                    pname in ("pa", "sky_pa") or any(pname in (a, ph) for _, a, ph, _ in modes_of)):
                 raise ParameterError(f"bands[{n!r}]: {comp!r} has Fourier modes, whose amplitudes and phases are "
                                      "measured from its pa: its pa, sky_pa and modes are shared by every band")
             if mode not in ("shared", 0):

@@ -40,6 +40,7 @@ import numpy as np
 from ._errors import ParameterError
 from ._engine import GalaxyData, Problem
 from .model import Model
+from .profiles._shape import fourier_modes
 from .psf import stamp_psf_transform
 
 N_GRID = (0.6, 1.0, 1.8, 3.2, 5.5)           # Sérsic indices of the grid
@@ -120,14 +121,14 @@ def _phase_candidates(model: Model, auto: np.ndarray) -> list:
     free = model.layout.free
     out = []
     for c, spec in model.components:
-        for m in (spec.shape.fourier if spec.shape is not None else ()):
-            a, ph = f"{c}.f{m}", f"{c}.f{m}_pa"
+        for m, a, ph, period in fourier_modes(spec):
+            a, ph = f"{c}.{a}", f"{c}.{ph}"
             if m > 2 or a not in free or ph not in free:
                 continue
             for k in range(N_PHASES):
                 cand = auto.copy()
                 cand[:, free.index(a)] = PHASE_AMPLITUDE
-                cand[:, free.index(ph)] = k * (360.0 / m) / N_PHASES
+                cand[:, free.index(ph)] = k * period / N_PHASES
                 out.append(cand)
     return out
 

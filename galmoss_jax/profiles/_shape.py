@@ -47,9 +47,9 @@ degrees; a negative amplitude is reported positive with the phase turned by ``18
 same mode).  The reported values describe the same image; a phase held fixed is reported in
 that frame too.
 
-These conventions were pinned on GALFIT's own renderings: its model images of 11 SDSS spirals
-fitted by SpArcFiRe with these modes (inclinations 0 to 72 degrees) are reproduced to 1e-3 to
-5e-3 of the peak (``tests/test_shape_modes.py``).  GALFIT's bending modes (``B1``...),
+These conventions were pinned on GALFIT's own renderings: its model images of SDSS spirals fitted
+by SpArcFiRe with these modes (inclinations 0 to 72 degrees) are reproduced to 1e-3 to 5e-3 of
+the peak (five of them in ``tests/test_shape_modes.py``).  GALFIT's bending modes (``B1``...),
 truncations (``To``, ``Ti``, ``T0``...) and logarithmic spiral (``R0) log``) are not built:
 reading a feedme that uses them is refused.
 """
@@ -247,15 +247,23 @@ def ellipse_radii(spec: ProfileSpec) -> tuple[str, ...]:
                  if p.unit == "pixel" and p.name not in ("x0", "y0") and p.name not in _ROTATION_NAMES)
 
 
-def fold_phases(spec: ProfileSpec) -> tuple[tuple[str, str, float], ...]:
-    """``(amplitude, phase, period)`` names of the Fourier modes of ``spec``.  Reporting
-    (DESIGN.md A): a fold of a ``q > 1`` fit (``pa + 90``, ``q -> 1/q``) turns the azimuth of the
-    circularised ellipse by 90 degrees, so each phase becomes ``phase - 90``; a negative amplitude
-    is reported as ``-a`` at ``phase + 180/m`` (the same mode); phases are wrapped to their
-    period."""
+def fourier_modes(spec: ProfileSpec) -> tuple[tuple[int, str, str, float], ...]:
+    """``(m, amplitude, phase, period of the phase)`` of each Fourier mode of ``spec`` (parameter
+    names within the component)."""
     if spec.shape is None:
         return ()
-    return tuple((f"f{m}", f"f{m}_pa", 360.0 / m) for m in spec.shape.fourier)
+    return tuple((m, f"f{m}", f"f{m}_pa", 360.0 / m) for m in spec.shape.fourier)
+
+
+def fold_phases(spec: ProfileSpec) -> tuple[tuple[str, str, float, tuple[str, ...]], ...]:
+    """``(amplitude, phase, period, angles that turn it)`` of each Fourier mode of ``spec``, as
+    :func:`galmoss_jax._conventions.fold_ellipse` takes them.  Reporting (DESIGN.md A): a fold
+    of a ``q > 1`` fit (``pa + 90``, ``q -> 1/q``) turns the azimuth of the circularised ellipse
+    by 90 degrees, so each phase becomes ``phase - 90``; ``pa`` and ``sky_pa`` wrapped by 180
+    degrees turn the azimuth by 180 degrees, which the phase follows; a negative amplitude is
+    reported as ``-a`` at ``phase + 180/m`` (the same mode); phases are wrapped to their period."""
+    refs = ("pa",) + tuple(n for n, _ in other_angles(spec))
+    return tuple((a, ph, period, refs) for _, a, ph, period in fourier_modes(spec))
 
 
 def other_angles(spec: ProfileSpec) -> tuple[tuple[str, float], ...]:
