@@ -38,7 +38,7 @@ import os
 import numpy as np
 
 from ._errors import InputFileError, ParameterError
-from .galfit import BLOCK_OUTPUTS, _fail
+from .galfit import BLOCK_OUTPUTS, _fail, _input_header, _with_primary
 
 
 def _labels(control) -> tuple:
@@ -593,19 +593,12 @@ def _write_block(feedme, hdus, tables, path):
     out = []
     for b, d, img, hdr in hdus:
         if "input" in feedme.outputs:
-            dh = fits.Header([c for c in (d.header.cards if d.header is not None else []) if c.keyword not in
-                              ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "", "COMMENT", "HISTORY")])
-            out.append(fits.ImageHDU(d.data, header=dh, name=f"INPUT_{b}"))
+            out.append(fits.ImageHDU(d.data, header=_input_header(d.header), name=f"INPUT_{b}"))
         if "model" in feedme.outputs:
             out.append(fits.ImageHDU(img, header=hdr, name=f"MODEL_{b}"))
         if "residual" in feedme.outputs:
             out.append(fits.ImageHDU(d.data - img, name=f"RESIDUAL_{b}"))
-    if "blank" in feedme.outputs:
-        out.insert(0, fits.PrimaryHDU())
-    else:
-        first = out[0]
-        out[0] = fits.PrimaryHDU(first.data, header=first.header)
-        out[0].header["EXTNAME"] = first.name
+    out = _with_primary(out, feedme.outputs, keep_name=True)
     out += [fits.table_to_hdu(t) for t in tables.values()]
     for h, name in zip(out[-len(tables):] if tables else [], tables):
         h.name = name

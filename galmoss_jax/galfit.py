@@ -46,6 +46,7 @@ import numpy as np
 
 from ._errors import DataError, InputFileError, ParameterError
 from ._noise import mask_from_bad_pixels, sigma_from_data
+from .profiles._shape import MAX_MODE, ROTATION_PARAMS, fourier_params
 
 # GALFIT component -> galmoss_jax profile and the feedme lines it uses:
 # line -> galmoss_jax parameter(s) (line 1 of a centred profile holds x and y).
@@ -89,7 +90,7 @@ ROTATION_LINES = {"R1": ("rot_r_in",), "R2": ("rot_r_out",), "R3": ("rot_theta",
                   "R9": ("incl",), "R10": ("sky_pa",)}
 _ROTATION_NEEDED = ("R1", "R2", "R3", "R4")
 _ROTATION_FUNCTIONS = {"power": "power", "powerlaw": "power"}
-MAX_FOURIER = 10
+MAX_FOURIER = MAX_MODE
 # image-block header keys of the shape parameters (GALFIT's: 3_RIN, 3_F1PA, ...); ROTF = 'power'
 SHAPE_HEADER_KEYS = {"rot_r_in": "RIN", "rot_r_out": "ROUT", "rot_theta": "RANG", "rot_alpha": "ALPHA",
                      "incl": "INCL", "sky_pa": "SPA",
@@ -222,20 +223,24 @@ def _has_rotation(comp) -> bool:
     return any(fp.key in ROTATION_LINES for fp in comp.params)
 
 
-def _comp_lines(comp) -> dict:
-    """Feedme line -> galmoss_jax parameter(s) of a one-band component, with its shape-mode
-    lines (``R1``-``R4``, ``R9``, ``R10`` and ``F{m}``) after the profile's own."""
-    lines = dict(COMPONENTS[comp.kind][1])
-    if _has_rotation(comp):
+def _shaped_lines(kind: str, fourier, rotation: bool) -> dict:
+    """Feedme line -> galmoss_jax parameter(s) of a one-band component of GALFIT type ``kind``
+    with Fourier modes ``fourier`` and the rotation if ``rotation``: the profile's lines, then
+    ``R1``-``R4``, ``R9``, ``R10`` and ``F{m}``."""
+    lines = dict(COMPONENTS[kind][1])
+    if rotation:
         lines.update(ROTATION_LINES)
-    lines.update({f"F{m}": (f"f{m}", f"f{m}_pa") for m in _fourier_modes(comp)})
+    lines.update({f"F{m}": (f"f{m}", f"f{m}_pa") for m in fourier})
     return lines
+
+
+def _comp_lines(comp) -> dict:
+    """:func:`_shaped_lines` of a component read from a feedme."""
+    return _shaped_lines(comp.kind, _fourier_modes(comp), _has_rotation(comp))
 
 
 def _shape_param(name: str):
     """The :class:`~galmoss_jax.profiles.Param` (bounds, unit) of a shape-mode parameter."""
-    from .profiles._shape import ROTATION_PARAMS, fourier_params
-
     if name.startswith("f"):
         return fourier_params(int(name[1:].split("_")[0]))[name.endswith("_pa")]
     return next(p for p in ROTATION_PARAMS if p.name == name)
@@ -533,13 +538,10 @@ def feedme_from_imgblock(path, *, platescale=None) -> Feedme:
         kind = str(hdr[f"COMP_{i}"]).strip()
         if kind not in COMPONENTS:
             bad(f"COMP_{i} = {kind!r}: unknown GALFIT component (known: {', '.join(COMPONENTS)})")
-        lines = dict(COMPONENTS[kind][1])
-        if f"{i}_ROTF" in hdr:
-            func = str(hdr[f"{i}_ROTF"]).strip().lower()
-            if _ROTATION_FUNCTIONS.get(func) != "power":
-                bad(f"{i}_ROTF = {func!r}: only the power-law rotation is supported")
-            lines.update(ROTATION_LINES)
-        lines.update({f"F{k}": (f"f{k}", f"f{k}_pa") for k in range(1, MAX_FOURIER + 1) if f"{i}_F{k}" in hdr})
+        rotation = f"{i}_ROTF" in hdr
+        if rotation and _ROTATION_FUNCTIONS.get(str(hdr[f"{i}_ROTF"]).strip().lower()) != "power":
+            bad(f"{i}_ROTF = {hdr[f'{i}_ROTF']!r}: only the power-law rotation is supported")
+        lines = _shaped_lines(kind, [k for k in range(1, MAX_FOURIER + 1) if f"{i}_F{k}" in hdr], rotation)
         keys = _header_keys([n for names in lines.values() for n in names])
         params = []
         for key, names in lines.items():
@@ -1214,6 +1216,30 @@ def fit_feedme(feedme, *, output_dir=".", gain=None, rdnoise=None, ncombine=None
     return FeedmeFit(res, model, best, files)
 
 
+def _input_header(header):
+    """The input image's header cards for the block's input extension, less the structural
+    ones (SIMPLE, BITPIX, NAXIS...) and comments."""
+    from astropy.io import fits
+
+    skip = ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "", "COMMENT", "HISTORY")
+    return fits.Header([c for c in (header.cards if header is not None else []) if c.keyword not in skip])
+
+
+def _with_primary(hdus, outputs, *, keep_name=False):
+    """``hdus`` (image extensions) with a primary HDU in front: a blank one if ``outputs``
+    (GalfitM's W)) has it, else the first image made primary (its name kept as EXTNAME if
+    ``keep_name``)."""
+    from astropy.io import fits
+
+    if "blank" in outputs:
+        return [fits.PrimaryHDU()] + hdus
+    first = hdus[0]
+    primary = fits.PrimaryHDU(first.data, header=first.header)
+    if keep_name:
+        primary.header["EXTNAME"] = first.name
+    return [primary] + hdus[1:]
+
+
 def _write_block(d: FeedmeData, model_img, header, path, outputs=BLOCK_OUTPUTS):
     """GALFIT image block: [0] blank, [1] data (input header), [2] model (fit header),
     [3] residual data - model (the items of ``outputs``, GalfitM's W)).  Replaces an existing
@@ -1222,17 +1248,11 @@ def _write_block(d: FeedmeData, model_img, header, path, outputs=BLOCK_OUTPUTS):
 
     from .io import write_fits_atomic
 
-    dh = fits.Header([c for c in d.header.cards if c.keyword not in
-                      ("SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND", "", "COMMENT", "HISTORY")])
-    made = {"input": lambda: fits.ImageHDU(d.data, header=dh, name="INPUT_DATA"),
+    made = {"input": lambda: fits.ImageHDU(d.data, header=_input_header(d.header), name="INPUT_DATA"),
             "model": lambda: fits.ImageHDU(model_img, header=header, name="MODEL"),
             "residual": lambda: fits.ImageHDU(d.data - model_img, name="RESIDUAL")}
     hdus = [made[o]() for o in outputs if o in made]      # GalfitM's W) (default: all four)
-    if "blank" in outputs:
-        hdus.insert(0, fits.PrimaryHDU())
-    else:
-        hdus[0] = fits.PrimaryHDU(hdus[0].data, header=hdus[0].header)
-    write_fits_atomic(fits.HDUList(hdus), path, overwrite=True)
+    write_fits_atomic(fits.HDUList(_with_primary(hdus, outputs)), path, overwrite=True)
 
 
 # ---------------------------------------------------------------------------------------------
