@@ -223,9 +223,9 @@ def _cmd_fit_bands(args, model, init, options):
         raise ParameterError("give the images with --band NAME IMAGE ..., not as IMAGE")
     check_table_output(args.out, overwrite=args.overwrite, name="--out")
     inp = _band_inputs(args)
-    if args.imgblock:
-        imgblock_paths(args.imgblock, range(1 if next(iter(inp["data"].values())).ndim == 2 else
-                                            next(iter(inp["data"].values())).shape[0]),
+    if args.imgblock:   # refused before the fit when blocks exist
+        first = next(iter(inp["data"].values()))
+        imgblock_paths(args.imgblock, range(1 if first.ndim == 2 else first.shape[0]),
                        overwrite=args.overwrite, name="--imgblock")
     if args.init:
         bm = band_model(model, tuple(inp["data"]), inp["wavelength"] or None, inp["grid"] or None)

@@ -232,11 +232,24 @@ def _block_images(model, values, shape, psf, zeropoint, oversample):
     return full, comps
 
 
-def _params_header(hdr, names, values, errs, g):
+def _block_header(spec_string, chi2, chi2_nu, status, names, values, errs, g, extra=()):
+    """The header of galaxy ``g``'s image block: ``MODEL`` (the model's spec string), the
+    ``extra`` (key, value) cards, ``CHI2``, ``CHI2NU``, ``STATUS`` and each parameter of
+    ``names`` with its error (``COMP_PARAM``, ``COMP_PARAM_ERR``)."""
+    from astropy.io import fits
+
+    hdr = fits.Header()
+    hdr["MODEL"] = spec_string
+    for k, v in extra:
+        hdr[k] = v
+    hdr["CHI2"] = _header_float(chi2)
+    hdr["CHI2NU"] = _header_float(chi2_nu)
+    hdr["STATUS"] = int(status)
     for n in names:
         key = n.replace(".", "_", 1).upper()
         hdr[f"HIERARCH {key}"] = _header_float(values[n][g])
         hdr[f"HIERARCH {key}_ERR"] = _header_float(errs[n][g])
+    return hdr
 
 
 def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint=None, oversample=1,
@@ -277,12 +290,8 @@ def write_imgblocks(result, data, sigma, mask, directory, *, psf=None, zeropoint
     _make_dir(directory)
     outputs = []
     for g in range(G):
-        hdr = fits.Header()
-        hdr["MODEL"] = model.spec_string
-        hdr["CHI2"] = _header_float(result.chi2[g])
-        hdr["CHI2NU"] = _header_float(result.chi2_nu[g])
-        hdr["STATUS"] = int(result.status[g])
-        _params_header(hdr, model.param_names, values, errs, g)
+        hdr = _block_header(model.spec_string, result.chi2[g], result.chi2_nu[g], result.status[g],
+                            model.param_names, values, errs, g)
         hdus = [fits.PrimaryHDU(header=hdr),
                 fits.ImageHDU(data[g], name="DATA"),
                 fits.ImageHDU(full[g], header=hdr, name="MODEL"),
@@ -340,25 +349,15 @@ def _write_band_imgblocks(result, data, sigma, mask, directory, *, psf, zeropoin
     _make_dir(directory)
     outputs = []
     for g in range(G):
-        hdr = fits.Header()
-        hdr["MODEL"] = bm.base.spec_string
-        hdr["BANDS"] = ",".join(bands)
-        hdr["CHI2"] = _header_float(result.chi2[g])
-        hdr["CHI2NU"] = _header_float(result.chi2_nu[g])
-        hdr["STATUS"] = int(result.status[g])
+        hdr = _block_header(bm.base.spec_string, result.chi2[g], result.chi2_nu[g], result.status[g],
+                            bm.param_names, values, errs, g, [("BANDS", ",".join(bands))])
         for b in bands:
             hdr[f"HIERARCH CHI2_{b.upper()}"] = _header_float(result.chi2_band[b][g])
-        _params_header(hdr, bm.param_names, values, errs, g)
         hdus = [fits.PrimaryHDU(header=hdr)]
         for b in bands:
             d, m, s, pk, ek, full, comps = per[b]
-            bh = fits.Header()
-            bh["MODEL"] = bm.base.spec_string
-            bh["BAND"] = b
-            bh["CHI2"] = _header_float(result.chi2_band[b][g])
-            bh["CHI2NU"] = _header_float(result.chi2_nu[g])
-            bh["STATUS"] = int(result.status[g])
-            _params_header(bh, one.param_names, pk, ek, g)
+            bh = _block_header(bm.base.spec_string, result.chi2_band[b][g], result.chi2_nu[g], result.status[g],
+                               one.param_names, pk, ek, g, [("BAND", b)])
             B = b.upper()
             hdus += [fits.ImageHDU(d[g], name=f"DATA_{B}"), fits.ImageHDU(full[g], header=bh, name=f"MODEL_{B}"),
                      fits.ImageHDU(np.where(m[g], d[g] - full[g], 0.0), name=f"RESIDUAL_{B}")]
