@@ -42,27 +42,24 @@ _R90_EXP = 3.8890                    # r90 / r_s of an exponential disk (2.3176 
 
 
 # ------------------------------------------------------------------------- Sérsic curve of growth
+# The tables below are host-side NumPy work done once per process: SciPy's incomplete gamma
+# function and its inverse, not JAX's (an eager JAX call compiles a program per shape, ~1 s
+# of a fresh process's first fit, which every command-line run would pay).
 def _gammainc(a, x):
-    from jax.scipy.special import gammainc
-    return np.asarray(gammainc(np.asarray(a, float), np.asarray(x, float)))
+    from scipy.special import gammainc
+    return gammainc(np.asarray(a, float), np.asarray(x, float))
 
 
 @functools.lru_cache(maxsize=1)
 def _sersic_cog_table():
-    """Table of n, b_n and r90/r50 of the analytic Sérsic curve of growth (computed once)."""
-    from .profiles.sersic import sersic_bn
+    """Table of n, b_n and r90/r50 of the analytic Sérsic curve of growth (computed once):
+    P(2n, b_n) = 1/2 and P(2n, b_n (r90/r_e)^(1/n)) = 0.9, with P the regularised lower
+    incomplete gamma function."""
+    from scipy.special import gammaincinv
 
     n = np.exp(np.linspace(math.log(0.2), math.log(10.0), 200))
-    import jax
-
-    b = np.asarray(jax.vmap(sersic_bn)(n), float)
-    # r90/r_e: solve P(2n, b x^(1/n)) = 0.9 for x by bisection in log x (vectorised over n)
-    lo, hi = np.zeros_like(n), np.full_like(n, math.log(200.0))
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        f = _gammainc(2 * n, b * np.exp(mid / n)) - 0.9
-        lo, hi = np.where(f < 0, mid, lo), np.where(f < 0, hi, mid)
-    return n, b, np.exp(0.5 * (lo + hi))
+    b = gammaincinv(2 * n, 0.5)
+    return n, b, (gammaincinv(2 * n, 0.9) / b) ** n
 
 
 def sersic_concentration(n):

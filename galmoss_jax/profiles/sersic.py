@@ -7,6 +7,8 @@ correction ``R(c0)``.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln
@@ -159,7 +161,7 @@ EXPONENTIAL = register_profile(ProfileSpec(
 
 
 # Gaussian -------------------------------------------------------------------------------------
-_FWHM_TO_SIGMA = 1.0 / (2.0 * jnp.sqrt(2.0 * jnp.log(2.0)))
+_FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))   # a plain float: nothing runs at import
 
 
 def gaussian_brightness(p, dx, dy, zeropoint):
