@@ -5,7 +5,7 @@ The public API is flat: ``gj.render`` / ``gj.Renderer`` (the forward model), ``g
 ``gj.FitOptions`` / ``gj.FitResult`` (batches from NumPy, with automatic starts and errors),
 ``gj.Model``, the solvers and ``gj.Status``.
 """
-from ._errors import (DataError, GalmossError, InputFileError, OutputFileError, ParameterError,
+from ._errors import (DataError, GalmossError, InputFileError, MemoryLimitError, OutputFileError, ParameterError,
                       ProfileError, PSFError, ShapeError)
 from ._status import STATUS_MESSAGES, Status
 from ._layout import ParamLayout
@@ -29,7 +29,7 @@ from .posterior import forward_model, log_likelihood, sample_nuts
 __version__ = "0.1.0"
 
 __all__ = [
-    "DataError", "GalmossError", "InputFileError", "OutputFileError", "ParameterError", "ProfileError", "PSFError",
+    "DataError", "GalmossError", "InputFileError", "MemoryLimitError", "OutputFileError", "ParameterError", "ProfileError", "PSFError",
     "ShapeError", "Status", "STATUS_MESSAGES", "ParamLayout", "mask_from_bad_pixels", "sigma_from_data",
     "usable_pixels", "Statistic", "Model", "Renderer", "Sampling", "render", "PROFILES", "Param", "ProfileSpec",
     "get_profile", "register_profile", "integrate_pixels", "LevenbergMarquardt", "OptaxSolver", "Errors",

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._errors import ParameterError, ShapeError
+from ._errors import MemoryLimitError, ParameterError, ShapeError
 from ._conventions import fold_axis_ratio
 from .likelihood import Statistic, residuals, statistic_value
 from .model import Model, Sampling, _render_one, as_model
@@ -546,8 +546,29 @@ def queue_length(G: int, lanes: int) -> int:
     return lanes * m
 
 
+def device_free_bytes(device=None) -> int | None:
+    """Bytes ``device`` (default: JAX's first device) can still allocate, as JAX reports it
+    (``bytes_limit - bytes_in_use`` of ``Device.memory_stats()``); None where it reports
+    nothing (the CPU backend)."""
+    stats = (device or jax.devices()[0]).memory_stats()
+    if not stats or "bytes_limit" not in stats:
+        return None
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+
+
+def program_bytes(compiled) -> int | None:
+    """Device bytes one call of a compiled program holds at its peak, from XLA's own
+    accounting (``memory_analysis()``: arguments + outputs + temporaries - aliased), or None
+    where the backend does not report it."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes)
+
+
 def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_batched: bool = False,
-                chunk: int | None = None, put=jnp.asarray, refill: bool = True) -> Solution:
+                chunk: int | None = None, put=jnp.asarray, refill: bool = True, memory_limit: int | None = None,
+                shrink: bool = False) -> Solution:
     """The engine over a batch (host arrays in, NumPy :class:`Solution` out).
 
     ``u0`` (G, P) unconstrained starts; ``galaxies`` a :class:`GalaxyData` of NumPy arrays
@@ -566,29 +587,72 @@ def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_bat
     galaxy).  Either way one compiled program serves every call of a batch, and each galaxy's
     result is that of :func:`solve` to float rounding.  On CPU the calls run concurrently in a
     thread pool (each call is independent, so the results do not depend on the order).
+
+    Memory: where a limit is known (``memory_limit`` in bytes, else the device's free memory,
+    :func:`device_free_bytes`; the CPU backend reports none and is not checked unless a limit
+    is given), the call's program is compiled first and its peak bytes read from XLA
+    (:func:`program_bytes`).  If it needs more, the chunk is halved until it fits when
+    ``shrink`` (the chunk is the default), else :class:`MemoryLimitError` is raised before
+    anything runs, naming the bytes needed and a chunk (the given one halved) that fits.
     """
     G = int(np.shape(u0)[0])
     chunk = default_chunk_size(chunk, G) if chunk is None else int(chunk)
     shared = None if psf is None or psf_batched else jax.tree.map(jnp.asarray, psf)
     # the caller's precision, also in the worker threads: jax.enable_x64(...) is thread-local
     x64 = bool(jax.config.jax_enable_x64)
-    refilled = refill and uses_refill(problem, chunk)
-    per_call = queue_length(G, chunk) if refilled else chunk
+    limit = device_free_bytes() if memory_limit is None else int(memory_limit)
 
-    def one(a):
+    def layout(chunk):
+        refilled = refill and uses_refill(problem, chunk)
+        return refilled, (queue_length(G, chunk) if refilled else chunk)
+
+    def call(a, chunk, lower=False):
+        """The call of the galaxies from ``a`` on (or its lowered program, with ``lower``)."""
+        refilled, per_call = layout(chunk)
         idx = np.minimum(np.arange(a, a + per_call), G - 1)
         take = lambda x: put(np.asarray(x)[idx])   # noqa: E731
         n_real = min(per_call, G - a)
         with jax.enable_x64(x64):
             args = (take(u0), jax.tree.map(take, galaxies), jax.tree.map(take, psf) if psf_batched else shared)
             if refilled:
-                sol, stats = _solve_refill(problem, *args, np.int32(n_real), psf_batched, chunk, lane_block(chunk))
+                rest = (np.int32(n_real), psf_batched, chunk, lane_block(chunk))
+                if lower:
+                    return _solve_refill.lower(problem, *args, *rest)
+                sol, stats = _solve_refill(problem, *args, *rest)
                 stats = jax.tree.map(np.asarray, stats)
                 for record in list(_refill_records):
                     record.append(stats)
             else:
+                if lower:
+                    return _solve_vmapped.lower(problem, *args, psf_batched)
                 sol = _solve_vmapped(problem, *args, psf_batched)
         return jax.tree.map(lambda v: np.asarray(v)[:n_real], sol)
+
+    if limit is not None:   # each program compiled first (the calls below reuse it), then run
+        def peak(c):
+            return program_bytes(call(0, c, lower=True).compile())
+
+        need = peak(chunk)
+        if need is not None and need > limit:
+            trial, need_t = chunk, need
+            while trial > 1 and need_t > limit:
+                trial = max(1, trial // 2)
+                need_t = peak(trial)
+            if need_t > limit:
+                raise MemoryLimitError(
+                    f"one call of the compiled fit of a single galaxy needs {need_t / 2**20:.2f} MiB of device memory "
+                    f"and {limit / 2**20:.2f} MiB are available (memory_limit, or the device's free memory): use "
+                    "smaller stamps or a lighter Sampling")
+            if not shrink:
+                raise MemoryLimitError(
+                    f"chunk_size={chunk}: one call of the compiled fit needs {need / 2**20:.2f} MiB of device memory "
+                    f"and {limit / 2**20:.2f} MiB are available (memory_limit, or the device's free memory); "
+                    f"chunk_size={trial} fits ({need_t / 2**20:.2f} MiB)")
+            chunk = trial
+    per_call = layout(chunk)[1]
+
+    def one(a):
+        return call(a, chunk)
 
     starts = range(0, G, per_call)
     workers = min(_cpu_workers(), len(starts)) if jax.default_backend() == "cpu" else 1

@@ -31,6 +31,12 @@ class DataError(GalmossError):
     """Image, sigma or mask values that cannot be used."""
 
 
+class MemoryLimitError(GalmossError):
+    """A chunk of galaxies whose compiled fit needs more device memory than ``memory_limit``
+    (or the device's free memory) allows: raised before the program runs, with the bytes it
+    needs and the chunk size that would fit."""
+
+
 class InputFileError(GalmossError):
     """A missing, unreadable or malformed input file."""
 

@@ -80,6 +80,12 @@ class FitOptions:
             one, so a batch costs the sum of its galaxies' iterations, not lanes times the
             slowest (the bootstrap's refits too); Optax solvers run vmapped chunks, each to its
             slowest member's end.  Results do not depend on it beyond float rounding.
+        memory_limit: device bytes one compiled call may use (default: the device's free
+            memory as JAX reports it; the CPU backend reports none and is then not checked).
+            Before a call runs, its compiled program's peak (XLA's memory analysis) is checked
+            against it: the default chunk is halved until it fits; a ``chunk_size`` given that
+            does not fit raises :class:`~galmoss_jax.MemoryLimitError` (naming a chunk that
+            fits), instead of an out-of-memory failure mid-run.
     """
 
     stat: str = "chi2"
@@ -97,6 +103,7 @@ class FitOptions:
     keep_samples: bool = False
     seed: int = 0
     chunk_size: int | None = None
+    memory_limit: int | None = None
 
     def __post_init__(self):
         set_ = functools.partial(object.__setattr__, self)
@@ -117,6 +124,15 @@ class FitOptions:
         parse_starts(self.starts)
         if self.chunk_size is not None:
             default_chunk_size(self.chunk_size, 1)
+        if self.memory_limit is not None and (isinstance(self.memory_limit, bool) or
+                                              not isinstance(self.memory_limit, numbers.Integral) or
+                                              self.memory_limit < 1):
+            raise ParameterError(f"memory_limit must be a positive number of bytes, got {self.memory_limit!r}")
+
+    def batch_options(self, sharding) -> dict:
+        """The memory keywords of :func:`~galmoss_jax._engine.solve_batch`: the limit, and
+        whether the chunk may shrink to meet it (the default chunk of one device)."""
+        return dict(memory_limit=self.memory_limit, shrink=self.chunk_size is None and sharding is None)
 
     @property
     def error_mode(self) -> Errors:
@@ -228,7 +244,7 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
     run = functools.partial(solve_batch, problem, galaxies=galaxies, psf=inputs.psf, psf_batched=inputs.psf_batched,
                             chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put,
-                            refill=sharding is None)
+                            refill=sharding is None, **options.batch_options(sharding))
     sol = _fit_from_starts(problem, run, start, guesses, galaxies, inputs, options)
     return _result(problem, sol, galaxies, inputs, options, run)
 

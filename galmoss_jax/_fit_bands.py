@@ -109,7 +109,7 @@ def fit_bands(model: Model, data: Mapping, *, sigma, mask, psf, init, zeropoint,
     put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
     run = functools.partial(solve_batch, problem, galaxies=galaxies, psf=psfs, psf_batched=psf_batched,
                             chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put,
-                            refill=sharding is None)
+                            refill=sharding is None, **options.batch_options(sharding))
     sol = None
     for start in starts:   # per galaxy the lower statistic
         x0 = np.asarray(lay.clip_inside(np.asarray(lay.free_vector(start), dtype)), dtype).reshape(G, lay.n_free)
