@@ -15,7 +15,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 import galmoss_jax as gj
-from galmoss_jax import (DataError, InputFileError, OutputFileError, ParameterError, ProfileError,
+from galmoss_jax import (DataError, InputFileError, ParameterError, ProfileError,
                          PSFError, ShapeError)
 from galmoss_jax.cli import main
 from galmoss_jax import Status, fit

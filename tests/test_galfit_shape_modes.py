@@ -315,7 +315,7 @@ def test_feedme_fit_round_trip(tmp_path):
     sigma = np.full_like(clean, 0.01 * clean.max())
     fits.PrimaryHDU(clean + np.random.default_rng(5).normal(0, 1, clean.shape) * sigma).writeto(tmp_path / "img.fits")
     fits.PrimaryHDU(sigma).writeto(tmp_path / "sig.fits")
-    text = f"""A) img.fits
+    text = """A) img.fits
 B) out.fits
 C) sig.fits
 D) none
