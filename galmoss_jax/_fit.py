@@ -38,6 +38,11 @@ SINGULAR_HESSIAN = int(Status.SINGULAR_HESSIAN)
 NO_DATA = int(Status.NO_DATA)
 
 
+def _integer_at_least(value, least: int) -> bool:
+    """Whether an option's ``value`` is an integer (not a bool) >= ``least``."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= least
+
+
 @dataclasses.dataclass(frozen=True)
 class FitOptions:
     """Every option of :func:`fit` besides the inputs (one owner: ``fit``, the streaming survey
@@ -116,17 +121,14 @@ class FitOptions:
             raise ParameterError(f"sampling must be a galmoss_jax.Sampling, got {type(self.sampling).__name__}")
         if self.errors not in (None, False, True, "gn", "hessian", "bootstrap"):
             raise ParameterError(f"errors must be 'gn', 'hessian', 'bootstrap' or None, got {self.errors!r}")
-        if self.bootstrap is not None and (isinstance(self.bootstrap, bool) or
-                                           not isinstance(self.bootstrap, numbers.Integral) or self.bootstrap < 2):
+        if self.bootstrap is not None and not _integer_at_least(self.bootstrap, 2):
             raise ParameterError(f"bootstrap must be an integer >= 2, got {self.bootstrap!r}")
         if self.bootstrap_method not in ("pixels", "residuals"):
             raise ParameterError(f"bootstrap_method must be 'pixels' or 'residuals', got {self.bootstrap_method!r}")
         parse_starts(self.starts)
         if self.chunk_size is not None:
             default_chunk_size(self.chunk_size, 1)
-        if self.memory_limit is not None and (isinstance(self.memory_limit, bool) or
-                                              not isinstance(self.memory_limit, numbers.Integral) or
-                                              self.memory_limit < 1):
+        if self.memory_limit is not None and not _integer_at_least(self.memory_limit, 1):
             raise ParameterError(f"memory_limit must be a positive number of bytes, got {self.memory_limit!r}")
 
     def batch_options(self, sharding) -> dict:

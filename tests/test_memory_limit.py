@@ -10,15 +10,15 @@ at a time.  The CPU backend reports no device memory, so without ``memory_limit`
 checked there (the default chunk on CPU is one galaxy)."""
 from __future__ import annotations
 
-import dataclasses
 import re
 
+import jax
 import numpy as np
 import pytest
 
 import galmoss_jax as gj
 from galmoss_jax import _engine
-from galmoss_jax._fit import FitOptions, _fixed_vectors, _host_inputs, _initial_values
+from galmoss_jax._fit import FitOptions
 
 G, N = 8, 16
 ZP = 25.0
@@ -60,18 +60,6 @@ def test_a_chunk_that_does_not_fit_is_refused_with_one_that_does(images):
     assert 6 * one < need8 < 10 * one and 1.5 * one < need2 < 2.5 * one
 
 
-def _engine_inputs(data, sigma):
-    """The engine's problem, unconstrained starts and galaxies of ``fit`` for these images."""
-    opts, m = FitOptions(**OPTS), gj.Model("sersic")
-    host = _host_inputs(m, data, sigma, None, None, ZP, None, 0.0, 0.0, opts)
-    start, _ = _initial_values(m, host, None, opts)
-    galaxies = dataclasses.replace(host.galaxies, fixed=_fixed_vectors(m, start, host))
-    problem = opts.problem(m, galaxies.data.shape[1:], None)
-    lay = problem.layout
-    u0 = np.asarray(lay.to_unconstrained(np.asarray(lay.clip_inside(np.asarray(lay.free_vector(start))))))
-    return problem, u0, galaxies
-
-
 def test_the_default_chunk_shrinks_until_it_fits_and_gives_the_same_fits(images, monkeypatch):
     data, sigma = images
     peaks = []
@@ -79,16 +67,16 @@ def test_the_default_chunk_shrinks_until_it_fits_and_gives_the_same_fits(images,
     monkeypatch.setattr(_engine, "program_bytes", lambda c: peaks.append(measure(c)) or peaks[-1])
     ref = gj.fit("sersic", data, sigma=sigma, chunk_size=1, **KW)   # one galaxy a call
     assert peaks == []   # the CPU backend reports no device memory: nothing checked
-    problem, u0, galaxies = _engine_inputs(data, sigma)
-    _engine.solve_batch(problem, u0, galaxies, chunk=1, memory_limit=2**40)
+    gj.fit("sersic", data[:1], sigma=sigma[:1], chunk_size=1, memory_limit=2**40, **KW)
     one = peaks.pop()
-    # the default chunk of an accelerator (the whole batch, here 8) under room for ~2.5 galaxies
-    sol = _engine.solve_batch(problem, u0, galaxies, chunk=8, memory_limit=int(2.5 * one), shrink=True)
+    # an accelerator's default, the whole batch (8) in one call, under room for ~2.5 galaxies
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    res = gj.fit("sersic", data, sigma=sigma, memory_limit=int(2.5 * one), **KW)
     assert len(peaks) == 3 and peaks[0] > peaks[1] > peaks[2]   # chunks of 8, 4, 2
     assert peaks[2] <= 2.5 * one < peaks[1]
     for k in ("r_e", "n", "mag", "q"):
-        np.testing.assert_allclose(np.asarray(sol.params["sersic." + k]), ref[k], rtol=1e-9, err_msg=k)
-    np.testing.assert_allclose(np.asarray(sol.chi2), ref.chi2, rtol=1e-9)
+        np.testing.assert_allclose(res[k], ref[k], rtol=1e-9, err_msg=k)
+    np.testing.assert_allclose(res.chi2, ref.chi2, rtol=1e-9)
 
 
 def test_memory_limit_is_checked():
