@@ -17,9 +17,10 @@
    model is linear in each component's flux, so every grid point is compared at its best
    magnitudes, which also sets the bulge/disk flux split); the statistic of each candidate is
    evaluated in ONE jitted call, vectorised over galaxies and looping over candidates;
-3. **LM**: with ``starts="auto"`` from the caller's start and, for the galaxies where the
-   screen ranks another candidate first, again from that one, each galaxy keeping the lower
-   statistic (``galmoss_jax._fit._fit_from_starts``); with ``starts=S`` from the best ``S``
+3. **LM**: with ``starts="auto"`` from the screen's best candidate and, for the galaxies
+   whose caller gave a start of their own (``init``) that the screen does not rank first,
+   from that start too, each galaxy keeping the lower statistic
+   (``galmoss_jax._fit._fit_from_starts``); with ``starts=S`` from the best ``S``
    distinct candidates: the batch is tiled G x S, the existing jitted fit core runs once on
    it, and each galaxy keeps the start that ends with the lowest statistic.
 
