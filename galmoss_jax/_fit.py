@@ -24,7 +24,7 @@ from ._engine import Errors, GalaxyData, Problem, default_chunk_size, solve_batc
 from .init import guess_initial, measured_from_image, neighbour_mask
 from .likelihood import Statistic
 from .model import Model, Sampling, as_model
-from .multistart import candidate_starts, parse_starts, screen_starts
+from .multistart import candidate_starts, parse_starts, same_basin, screen_starts
 from ._noise import sigma_from_data, usable_pixels
 from .psf import check_oversample, check_psf
 from .results import FitResult
@@ -68,8 +68,10 @@ class FitOptions:
             Neither choice corrects for correlated noise (resampled or drizzled images).
         starts: ``"auto"`` (default): screen the caller's start, the automatic one and a grid
             in Sérsic n and radius (:mod:`galmoss_jax.multistart`) and run LM from the best
-            candidate; where the caller gave a start of their own (``init``), LM runs from it
-            too and the lower statistic is kept (never above the caller's start); ``S > 1``:
+            candidate; where the caller gave a start of their own (``init``), LM runs from it,
+            and from the best candidate too where that lies outside the basin the caller's
+            start reached (:func:`galmoss_jax.multistart.same_basin`), the lower statistic
+            kept (never above the caller's start); ``S > 1``:
             LM from the best S distinct candidates;
             ``1``: LM from ``init`` alone.
         mask_neighbours: also mask other sources found by ``sep`` (needs the ``detect`` extra).
@@ -417,14 +419,16 @@ def _fit_from_starts(problem, run, start, guesses, galaxies, inputs, options):
     # from their automatic values: the automatic start alone ended more than 3 above the
     # truth's chi2 for 10 of them, the screen's best for none, and was lower than the screen's
     # best by more than 0.1 for one galaxy, by 0.4, both below the truth's chi2).  Where the
-    # screen's best is the caller's start (its magnitudes re-solved aside) LM runs once too.
+    # screen's best is the caller's start (its magnitudes re-solved aside), or lies in the basin
+    # LM from the caller's start reached (multistart.same_basin), LM runs once too.
     auto_in = np.asarray(lay.clip_inside(auto_x), dtype)
     caller = ~np.all(np.isclose(given_x, auto_in, rtol=1e-6, atol=1e-9), axis=1)
     mags = [i for i, n in enumerate(lay.free) if n.endswith(".mag")]
     same = np.all(np.isclose(np.delete(picked[:, 0], mags, 1), np.delete(given_x, mags, 1), rtol=1e-6, atol=1e-9),
                   axis=1)
     first = run(np.where(caller[:, None], u_given, u_picked[:, 0]))
-    redo = np.flatnonzero(caller & ~same)
+    fitted = np.isfinite(first.chi2) & (first.status != Status.NONFINITE)
+    redo = np.flatnonzero(caller & ~same & ~(fitted & same_basin(problem.model, picked[:, 0], first.params)))
     if redo.size == 0:
         return first
     sub = _take(galaxies, redo)

@@ -24,7 +24,7 @@ import galmoss_jax as gj
 from galmoss_jax import fit
 from galmoss_jax.init import (guess_initial, image_moments, neighbour_mask, sersic_concentration,
                               sersic_n_from_concentration)
-from galmoss_jax.multistart import candidate_starts, parse_starts
+from galmoss_jax.multistart import BASIN_FACTOR, candidate_starts, parse_starts, same_basin
 
 import _sims as S
 
@@ -177,6 +177,25 @@ def test_auto_from_automatic_values_runs_lm_once(sample, fits_auto, monkeypatch)
     again = fit("sersic", sample["data"][:8], **{**kw, "sigma": kw["sigma"][:8]})
     assert calls == [8]
     np.testing.assert_allclose(again.chi2, auto[:8], rtol=1e-9)
+
+
+def test_same_basin_compares_sizes_index_and_axis_ratio():
+    """The rule that spares "auto" a second LM run: a candidate lies in a fit's basin when its
+    radii and n are within BASIN_FACTOR of the fit's and its q within 0.2, a q > 1 candidate
+    folded first (1/q, radii times q) as fits are reported; never with a free Fourier mode."""
+    m = gj.Model("sersic")
+    fitted = {"sersic.x0": np.full(6, 16.0), "sersic.y0": np.full(6, 16.0), "sersic.mag": np.full(6, 18.0),
+              "sersic.r_e": np.full(6, 4.0), "sersic.n": np.full(6, 2.0), "sersic.q": np.full(6, 0.5),
+              "sersic.pa": np.full(6, 30.0)}
+    base = [10.0, 20.0, 15.0, 4.0, 2.0, 0.5, -50.0]     # centre, mag and pa far off: not compared
+    rows = [base, [*base[:3], 4.0 * BASIN_FACTOR * 1.01, *base[4:]], [*base[:4], 2.0 / BASIN_FACTOR / 1.01, *base[5:]],
+            [*base[:5], 0.75, base[6]], [*base[:3], 2.0, 2.0, 2.0, base[6]],    # q = 2, r_e = 2: folded 0.5, 4
+            [*base[:3], 4.0 * 1.5, 2.0 * 1.5, 0.6, base[6]]]
+    x = np.array([[r[i] for i in range(7)] for r in rows])
+    np.testing.assert_array_equal(same_basin(m, x, fitted), [True, False, False, False, True, True])
+    modes = gj.Model("sersic[f1]")
+    xm = np.zeros((2, len(modes.layout.free)))
+    assert not same_basin(modes, xm, {n: np.zeros(2) for n in modes.layout.free}).any()
 
 
 def test_chunks_give_the_same_fit(sample):
