@@ -210,10 +210,24 @@ def test_devaucouleurs_is_sersic_n4():
 
 
 def test_sersic_bn_against_scipy():
-    n = np.linspace(0.2, 10.0, 197)
+    """b_n (a Chebyshev table in log n, and the Ciotti-Bertin series above it) against SciPy's
+    gammaincinv: values to float rounding over the whole table and beyond it, derivatives
+    (first and second) against central differences of SciPy's, NaN below the table."""
+    from galmoss_jax.profiles.sersic import BN_N_MAX, BN_N_MIN
+
+    n = np.exp(np.linspace(math.log(BN_N_MIN), math.log(2.0 * BN_N_MAX), 2003))
     ours = np.asarray(jax.vmap(sersic_bn)(jnp.asarray(n)))
-    ref = special.gammaincinv(2.0 * n, 0.5)
-    np.testing.assert_allclose(ours, ref, rtol=1e-6)
+    np.testing.assert_allclose(ours, special.gammaincinv(2.0 * n, 0.5), rtol=1e-11)
+    m = np.exp(np.linspace(math.log(0.05), math.log(40.0), 97))
+    h = 1e-5 * m
+    fd1 = (special.gammaincinv(2.0 * (m + h), 0.5) - special.gammaincinv(2.0 * (m - h), 0.5)) / (2.0 * h)
+    np.testing.assert_allclose(np.asarray(jax.vmap(jax.grad(sersic_bn))(jnp.asarray(m))), fd1, rtol=1e-7)
+    h = 1e-3 * m
+    fd2 = (special.gammaincinv(2.0 * (m + h), 0.5) - 2.0 * special.gammaincinv(2.0 * m, 0.5)
+           + special.gammaincinv(2.0 * (m - h), 0.5)) / h ** 2
+    d2 = np.asarray(jax.vmap(jax.grad(jax.grad(sersic_bn)))(jnp.asarray(m)))
+    np.testing.assert_allclose(d2, fd2, rtol=1e-4, atol=1e-6)
+    assert np.isnan(float(sersic_bn(0.5 * BN_N_MIN)))
 
 
 @pytest.mark.parametrize("c0", [-0.8, 1.0])

@@ -7,10 +7,12 @@ correction ``R(c0)``.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import gammaln
 
 from ..geometry import boxiness_area_ratio, ellipse_radius, flux_from_mag, safe_pow
@@ -26,54 +28,63 @@ def _bn_guess(n):
     return jnp.where(n > 0.36, cb, poly)
 
 
-_SERIES_TERMS = 160
+# log b_n as a Chebyshev series in log n over [BN_N_MIN, BN_N_MAX]: degree 60 interpolates it
+# to ~2e-13 relative (measured against SciPy's gammaincinv on 30,000 points).  Above BN_N_MAX
+# the Ciotti & Bertin series is exact to < 3e-12 (measured), below BN_N_MIN b_n is NaN.  The
+# table replaces a Newton iteration on the incomplete gamma function (five 160-term series,
+# seven log-gamma calls, their derivatives): the same values to float rounding, and a sixth
+# of the compiled graph of a Sérsic model's Jacobian.
+BN_N_MIN = 0.02
+BN_N_MAX = 50.0
+_BN_DEGREE = 60
 
 
-def _gammainc_series(a, x):
-    """Regularised lower incomplete gamma P(a, x) by its power series (fixed length).
+@functools.lru_cache(maxsize=None)
+def _bn_chebyshev():
+    """Chebyshev coefficients (a tuple of floats) of log b_n in x = the affine map of log n
+    onto [-1, 1]: interpolation at the Chebyshev nodes of b_n from SciPy's ``gammaincinv``,
+    each polished by one Newton step on P(2n, b) = 1/2.  Computed once, on the host."""
+    from scipy.special import gammainc, gammaincinv, gammaln as sp_gammaln
 
-    P(a, x) = x^a e^(-x) / Γ(a + 1) * sum_k x^k / ((a + 1) ... (a + k)).  Used only where
-    x < a + 1 (b_n < 2n), where 160 terms reach float64 precision for a <= 20.  Written out
-    because it is twice differentiable in ``a`` (XLA's igamma is not) and cheap under vmap.
-    """
-    k = jnp.arange(1, _SERIES_TERMS, dtype=jnp.result_type(a, float))
-    log_terms = jnp.cumsum(jnp.log(x) - jnp.log(a + k))
-    s = 1.0 + jnp.sum(jnp.exp(log_terms))
-    return jnp.exp(a * jnp.log(x) - x - gammaln(a + 1.0)) * s
+    k = np.arange(_BN_DEGREE + 1)
+    x = np.cos(np.pi * (k + 0.5) / (_BN_DEGREE + 1))
+    lo, hi = math.log(BN_N_MIN), math.log(BN_N_MAX)
+    a = 2.0 * np.exp(lo + 0.5 * (x + 1.0) * (hi - lo))
+    b = gammaincinv(a, 0.5)
+    b = b - (gammainc(a, b) - 0.5) / np.exp((a - 1.0) * np.log(b) - b - sp_gammaln(a))
+    return tuple(float(c) for c in np.polynomial.chebyshev.chebfit(x, np.log(b), _BN_DEGREE))
 
 
-@jax.custom_jvp
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _chebyshev(x, coefs):
+    """sum_k coefs[k] T_k(x) for |x| <= 1, with T_k(x) = cos(k arccos x) (one vector op
+    instead of a recurrence); derivatives are the series of the differentiated coefficients."""
+    k = jnp.arange(len(coefs), dtype=x.dtype)
+    theta = jnp.arccos(jnp.clip(x, -1.0, 1.0))
+    return jnp.sum(jnp.asarray(coefs, x.dtype) * jnp.cos(k * theta[..., None]), axis=-1)
+
+
+@_chebyshev.defjvp
+def _chebyshev_jvp(coefs, primals, tangents):
+    (x,), (dx,) = primals, tangents
+    der = tuple(float(c) for c in np.polynomial.chebyshev.chebder(np.asarray(coefs)))
+    return _chebyshev(x, coefs), _chebyshev(x, der) * dx
+
+
 def sersic_bn(n):
     """Sérsic b_n, the root of ``Γ(2n) = 2 γ(2n, b_n)`` (half the light inside r_e).
 
-    Newton's method on the regularised incomplete gamma function from the Ciotti-Bertin /
-    MacArthur starting value; accurate to float precision for 0.2 <= n <= 10, and
-    differentiable to any order (implicit-function derivative).
-    """
+    Float precision (~1e-13 relative in float64) for ``BN_N_MIN <= n``, NaN below; smooth and
+    differentiable to any order (the derivatives are those of the interpolating series, which
+    match b_n's to ~1e-11)."""
     n = jnp.asarray(n, jnp.result_type(n, float))
-    a = 2.0 * n
-    b = _bn_guess(n)
-    lg = gammaln(a)
-    for _ in range(5):  # quadratic convergence from a guess good to ~1e-2
-        f = _gammainc_series(a, b) - 0.5
-        dfdb = jnp.exp((a - 1.0) * jnp.log(b) - b - lg)
-        b = jnp.maximum(b - f / dfdb, 1e-3 * b)
-    return b
-
-
-def _sersic_dbdn(n):
-    """d b_n / d n by implicit differentiation of P(2n, b_n) = 1/2."""
-    b = sersic_bn(n)
-    a = 2.0 * n
-    dPda = jax.grad(_gammainc_series, argnums=0)(a, b)
-    dPdb = jnp.exp((a - 1.0) * jnp.log(b) - b - gammaln(a))
-    return -2.0 * dPda / dPdb
-
-
-@sersic_bn.defjvp
-def _sersic_bn_jvp(primals, tangents):
-    (n,), (dn,) = primals, tangents
-    return sersic_bn(n), _sersic_dbdn(n) * dn
+    lo, hi = math.log(BN_N_MIN), math.log(BN_N_MAX)
+    inside = (n >= BN_N_MIN) & (n <= BN_N_MAX)
+    n_in = jnp.where(inside, n, 1.0)
+    x = (2.0 * jnp.log(n_in) - (lo + hi)) / (hi - lo)
+    table = jnp.exp(_chebyshev(x, _bn_chebyshev()))
+    n_big = jnp.where(n > BN_N_MAX, n, BN_N_MAX)
+    return jnp.where(inside, table, jnp.where(n > BN_N_MAX, _bn_guess(n_big), jnp.nan))
 
 
 # Sérsic ---------------------------------------------------------------------------------------
