@@ -368,7 +368,8 @@ def test_command_line_fits_several_bands(three_bands, joint_and_alone, tmp_path)
              "--starts", "1", "--init", str(tmp_path / "init.ecsv"), "--out", str(tmp_path / "out.ecsv"),
              "--imgblock", str(tmp_path / "blocks"),
              "--sampling", ",".join(f"{k}={getattr(SAMPLING, k)}" for k in ("n_theta", "n_r", "mid_window", "n_mid",
-                                                                           "psf_window", "psf_subsample"))]
+                                                                           "psf_window", "psf_subsample",
+                                                                           "fine_n_theta", "fine_n_r"))]
     assert main(args) == 0
     t = Table.read(tmp_path / "out.ecsv")
     for n in joint.free_names:

@@ -2,7 +2,10 @@
 each notebook still fits and ends with asserts, so a broken notebook fails here).
 
 The notebooks run as separate kernels, two at a time (compiling is single-threaded and CI has
-two cores), sharing one JAX compilation cache (they fit stamps of the same shapes)."""
+two cores), sharing one JAX compilation cache (they fit stamps of the same shapes) with the test
+processes: the multiband notebook's float64 joint fit of the DECaLS galaxy is the program
+``test_bands.py`` fits it with.  The notebooks run first (tests/conftest.py), so the tests reuse
+it; a cached program is the compiled program itself, so no result depends on the order."""
 import glob
 import os
 import re
