@@ -11,8 +11,10 @@ the centre, shape and sizes, each band its own magnitudes, surface brightnesses 
 ``starts="auto"`` (the default) the deepest band is first fitted alone (its own screen of
 starts), and the joint fit starts from that fit, each band's magnitude offset by the
 difference of the bands' automatic magnitudes; where a size or index differs between bands,
-the joint fit also runs from a second start in which each (anchor) band takes its own fit,
-and each galaxy keeps the lower statistic.
+each (anchor) band is also fitted alone from there, and the joint fit runs again, from a start
+in which each anchor band takes its own fit, for the galaxies where that start lies outside
+the basin the first joint fit reached (:func:`galmoss_jax.multistart.same_basin`, band by
+band); each galaxy keeps the lower statistic.
 """
 from __future__ import annotations
 
@@ -27,10 +29,10 @@ import numpy as np
 from ._bands import BandData, BandProblem, band_model, joint_values, per_band
 from ._engine import default_chunk_size, solve_batch
 from ._errors import GalmossError, ParameterError, ShapeError
-from ._fit import _host_inputs
+from ._fit import _host_inputs, _replace_rows, _take
 from .init import guess_initial, measured_from_image
 from .model import Model, Sampling
-from .multistart import parse_starts
+from .multistart import parse_starts, same_basin
 from .results import FitResult
 from ._status import Status
 
@@ -111,14 +113,23 @@ def fit_bands(model: Model, data: Mapping, *, sigma, mask, psf, init, zeropoint,
                             chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put,
                             refill=sharding is None, **options.batch_options(sharding))
     sol = None
-    for start in starts:   # per galaxy the lower statistic
+    for start, basin in starts:   # per galaxy the lower statistic
         x0 = np.asarray(lay.clip_inside(np.asarray(lay.free_vector(start), dtype)), dtype).reshape(G, lay.n_free)
-        new = run(np.asarray(lay.to_unconstrained(x0), dtype))
+        u0 = np.asarray(lay.to_unconstrained(x0), dtype)
         if sol is None:
-            sol = new
+            sol = run(u0)
             continue
-        better = np.where(np.isfinite(new.chi2), new.chi2, np.inf) < np.where(np.isfinite(sol.chi2), sol.chi2, np.inf)
-        sol = jax.tree.map(lambda a, b: np.where(better.reshape((-1,) + (1,) * (np.ndim(a) - 1)), b, a), sol, new)
+        rows = np.arange(G)
+        if basin:   # only where this start lies outside the basin the fit so far reached
+            fitted = np.isfinite(sol.chi2) & (sol.status != Status.NONFINITE)
+            rows = np.flatnonzero(~(fitted & _same_joint_basin(bm, one, start, sol.params)))
+            if rows.size == 0:
+                continue
+        new = run(u0[rows], galaxies=_take(galaxies, rows),
+                  psf=_take(psfs, rows) if psf_batched else psfs)
+        old_v = np.where(np.isfinite(sol.chi2[rows]), sol.chi2[rows], np.inf)
+        better = np.where(np.isfinite(new.chi2), new.chi2, np.inf) < old_v
+        sol = jax.tree.map(lambda a, b: _replace_rows(a, rows[better], b[better]), sol, new)
     x_fit = np.asarray(lay.free_vector({n: sol.params[n] for n in lay.free}), dtype).reshape(G, lay.n_free)
     stats = np.asarray(_band_statistics(problem, jnp.asarray(x_fit), jax.tree.map(jnp.asarray, galaxies),
                                         None if psfs is None else jax.tree.map(jnp.asarray, psfs), psf_batched))
@@ -133,11 +144,28 @@ def fit_bands(model: Model, data: Mapping, *, sigma, mask, psf, init, zeropoint,
                      chi2_band={b: stats[:, k] for k, b in enumerate(bands)})
 
 
+def _same_joint_basin(bm, one: Model, start: Mapping, fitted: Mapping) -> np.ndarray:
+    """Whether the joint start ``start`` (``{joint name: (G,)}``) lies, in every band, in the
+    basin the joint fit reached (``fitted``: its reported joint parameters): the one-band rule
+    :func:`galmoss_jax.multistart.same_basin` applied to each band's own values (a band value
+    interpolated in wavelength, not in the start, is the fit's)."""
+    G = len(next(iter(fitted.values())))
+    ok = np.ones(G, bool)
+    for table in bm.per_band:
+        table = dict(table)
+        x = np.stack([np.asarray(start[table[n]] if table[n] in start else fitted[table[n]], float)
+                      for n in one.layout.free], axis=1).reshape(G, len(one.layout.free))
+        ok &= same_basin(one, x, {n: np.asarray(fitted[table[n]], float) for n in one.layout.free})
+    return ok
+
+
 def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
-    """Joint starting values ``[{joint name: (G,)}, ...]`` of the free parameters and of
-    parameters fixed at their initial value (module docstring): with ``starts=1`` the caller's
-    values completed by automatic ones; with ``"auto"`` the start from the deepest band's own
-    fit, and the caller's start too where the caller gave values (the lower statistic is kept)."""
+    """Joint starting values ``[({joint name: (G,)}, basin), ...]`` of the free parameters and
+    of parameters fixed at their initial value (module docstring): with ``starts=1`` the
+    caller's values completed by automatic ones; with ``"auto"`` the start from the deepest
+    band's own fit, the anchor bands' own fits (``basin`` True: run only where outside the basin
+    the fit so far reached), and the caller's start too where the caller gave values (the lower
+    statistic is kept)."""
     from ._fit import _per_galaxy
 
     bands = bm.bands
@@ -150,7 +178,7 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
     default = dict(zip(lay.names, lay.defaults))
     by_default = {n for n in open_fixed if not measured_from_image(one, bm.base_name(n))}
     if mode == "none" and all(n in given and not np.isnan(given[n]).any() for n in wanted if n not in by_default):
-        return [{n: given[n] if n in given else np.full(G, default[n], dtype) for n in wanted}]
+        return [({n: given[n] if n in given else np.full(G, default[n], dtype) for n in wanted}, False)]
     # automatic values in every band (reference-band pixels)
     guesses = []
     for k, b in enumerate(bands):
@@ -183,7 +211,7 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
 
     automatic = combine([guesses[deep[g]][g] for g in range(G)])
     if mode == "none":
-        return [with_given(automatic)]
+        return [(with_given(automatic), False)]
     caller = with_given(automatic)
     # the deepest band's own fit, from the caller's values where given
     deep_start = [{n: caller[dict(bm.per_band[deep[g]])[n]][g] for n in one.layout.names
@@ -192,15 +220,18 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
     start = combine([{**guesses[deep[g]][g], **refined[g]} for g in range(G)])
     # A shape parameter that differs between bands (R_e, n: free, or a polynomial's anchor
     # bands) gets a second start, in which each band takes that band's own fit (begun at the
-    # deepest band's values); the joint fit runs from both and keeps the lower statistic per
-    # galaxy.  The deepest band's R_e can be far from another band's basin (a compact blue
-    # core, an extended red disc): GalfitM's five-band simulation went to the n = 10 bound from
-    # the first start alone (n free: chi2 12434 -> 12346; its own file's cubic: 12496 ->
-    # 12349), while a faint band's own fit can mislead (one of tests/test_bands.py's 64
-    # galaxies: 133 higher from the second start alone).  The cost: one single-band fit per
-    # anchor band and a second joint fit (starts=1 does none of this).
+    # deepest band's values, with its own screen of starts: from the deepest band's values
+    # alone, GalfitM's five-band simulation ends 14 higher in chi2); the joint fit runs from it
+    # where it lies outside the basin the first joint fit reached, and keeps the lower
+    # statistic per galaxy.  The deepest band's
+    # R_e can be far from another band's basin (a compact blue core, an extended red disc):
+    # GalfitM's five-band simulation went to the n = 10 bound from the first start alone (n
+    # free: chi2 12434 -> 12346; its own file's cubic: 12496 -> 12349), while a faint band's
+    # own fit can mislead (one of tests/test_bands.py's 64 galaxies: 133 higher from the second
+    # start alone).  The cost: one single-band fit per anchor band and a second joint fit
+    # where the starts differ (starts=1 does none of this).
     own_shape = [n for n in one.layout.names if n in bm.banded and not _own_band_value(one, n)]
-    starts = [start]
+    starts = [(start, False)]
     if own_shape:
         start, changed = dict(start), False
         for k in range(len(bands)):
@@ -218,9 +249,9 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
                     start[j] = np.array([own[g].get(n, start[j][g]) if rows[g] else start[j][g]
                                          for g in range(G)], dtype)
         if changed:
-            starts.append(start)
+            starts.append((start, True))
     if given:
-        starts.append(caller)
+        starts.append((caller, False))
     return starts
 
 

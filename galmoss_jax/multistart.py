@@ -239,10 +239,13 @@ def _screen(problem, cands, galaxies, psf, psf_batched):
 
 def screen_problem(problem: Problem) -> Problem:
     """The fit problem with a coarser pixel integration for ranking candidates (no sub-pixel
-    PSF window, fewer quadrature nodes): ~4x cheaper renders; the grid points differ by far
-    more in chi2 than this approximation changes it, and LM then refines with the full one."""
+    PSF window, no Gauss-Legendre ring, fewer quadrature nodes): far cheaper renders; the grid
+    points differ by far more in chi2 than this approximation changes it, and LM then refines
+    with the full one.  (The ring, 31 x 31 pixels at 3 x 3 nodes, held over half of a coarse
+    render's evaluations on a 32 x 32 stamp; without it a one-band fit with the defaults takes
+    1.17 s instead of 1.55 s for 64 such galaxies.)"""
     s = problem.sampling
-    coarse = dataclasses.replace(s, psf_window=0, n_theta=min(s.n_theta, 16), n_r=min(s.n_r, 8),
+    coarse = dataclasses.replace(s, psf_window=0, ring_window=0, n_theta=min(s.n_theta, 16), n_r=min(s.n_r, 8),
                                  n_mid=min(s.n_mid, 4), mid_window=min(s.mid_window, 9))
     return dataclasses.replace(problem, sampling=coarse)
 
