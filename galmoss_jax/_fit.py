@@ -241,16 +241,44 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     model.refuse_band_modes()
     if wavelength is not None or grid is not None:
         raise ParameterError("wavelength and grid are for several bands (data a mapping {band: image})")
+    return _run_prepared(_prepare(model, data, sigma=sigma, mask=mask, psf=psf, init=init, zeropoint=zeropoint,
+                                  gain=gain, read_noise=read_noise, sky=sky, options=options), sharding)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """A one-band fit prepared on the host (inputs checked, initial values found), ready for
+    the engine: :func:`fit` is ``_run_prepared(_prepare(...))``, and a streaming survey
+    prepares the next batch in its reader thread while the engine fits the current one."""
+
+    problem: Problem
+    inputs: _Inputs
+    start: dict
+    guesses: list
+    galaxies: GalaxyData
+    options: FitOptions
+
+
+def _prepare(model: Model, data, *, sigma, mask, psf, init, zeropoint, gain, read_noise, sky,
+             options: FitOptions) -> _Prepared:
+    """The host side of a one-band :func:`fit` (checks, bad-pixel masking, initial values)."""
     inputs = _host_inputs(model, data, sigma, mask, psf, zeropoint, gain, read_noise, sky, options)
     start, guesses = _initial_values(model, inputs, init, options)
     galaxies = dataclasses.replace(inputs.galaxies, fixed=_fixed_vectors(model, start, inputs))
     problem = options.problem(model, galaxies.data.shape[1:], None if inputs.psf is None else inputs.psf.shape[-2:])
+    return _Prepared(problem, inputs, start, guesses, galaxies, options)
+
+
+def _run_prepared(prep: _Prepared, sharding=None) -> FitResult:
+    """The engine's fit of a prepared batch (the starts ``options.starts`` asks for), as a
+    :class:`FitResult`."""
+    problem, inputs, galaxies, options = prep.problem, prep.inputs, prep.galaxies, prep.options
     G = galaxies.data.shape[0]
     put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
     run = functools.partial(solve_batch, problem, galaxies=galaxies, psf=inputs.psf, psf_batched=inputs.psf_batched,
                             chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put,
                             refill=sharding is None, **options.batch_options(sharding))
-    sol = _fit_from_starts(problem, run, start, guesses, galaxies, inputs, options)
+    sol = _fit_from_starts(problem, run, prep.start, prep.guesses, galaxies, inputs, options)
     return _result(problem, sol, galaxies, inputs, options, run)
 
 

@@ -17,8 +17,12 @@ through the same compiled :func:`galmoss_jax.fit` core:
   stopped: a resumed run fits the same batches through the same compiled function and its
   table equals an uninterrupted run's bit for bit.
 
-Streaming: a background thread reads and prepares the next batches (a bounded queue of
-``prefetch`` batches) while the current one is fitted (JAX releases the GIL while it computes).
+Streaming: three stages run side by side, so that the engine (the device) does not wait for the
+host: a reader thread reads the next batches and prepares them for the engine (checks, initial
+values; a bounded queue of ``prefetch`` batches), the calling thread fits one batch after
+another, and a writer thread turns each fitted batch into its table and writes it (JAX releases
+the GIL while it computes).  ``SurveySummary.fit_seconds`` is the time the engine's stage ran,
+so ``idle_fraction`` is the share of the run in which it waited for the other two.
 Each finished batch is written atomically (temporary file + ``os.replace``) as
 ``<out>.parts/batch-NNNNNN.fits`` next to a ``manifest.json`` that records the plan and the
 options; a run killed at any moment (SIGKILL included) loses at most the batches in flight, and
@@ -605,17 +609,31 @@ def _ids(galaxies):
 
 
 def fit_batch(bd: _BatchData, model, options: FitOptions, sharding=None):
-    """Fit one prepared batch with :func:`galmoss_jax.fit`; the table of its real galaxies
+    """Fit one loaded batch with :func:`galmoss_jax.fit`; the table of its real galaxies
     (with a ``row`` column, the catalogue index)."""
-    from astropy.table import vstack
+    from ._fit import _run_prepared
 
-    from ._fit import fit
+    return batch_table(bd, model, _run_prepared(prepare_batch(bd, model, options), sharding))
+
+
+def prepare_batch(bd: _BatchData, model, options: FitOptions):
+    """The host side of :func:`galmoss_jax.fit` for one loaded batch (checks, initial values),
+    ready for the engine."""
+    from ._fit import _prepare
+    from .model import as_model
 
     a = bd.arrays
+    return _prepare(as_model(model), a["data"], sigma=a["sigma"], mask=a["mask"], psf=a["psf"], init=a["init"],
+                    zeropoint=a["zeropoint"] if a["any_zp"] else None, gain=a["gain"] if a["any_gain"] else None,
+                    read_noise=a["read_noise"], sky=a["sky"], options=options)
+
+
+def batch_table(bd: _BatchData, model, res):
+    """The table of a fitted batch's real galaxies (``res``: its :class:`FitResult`), with a
+    ``row`` column (the catalogue index) and the galaxies that could not be read as failed rows."""
+    from astropy.table import vstack
+
     b = bd.batch
-    res = fit(model, a["data"], sigma=a["sigma"], mask=a["mask"], psf=a["psf"], init=a["init"],
-              zeropoint=a["zeropoint"] if a["any_zp"] else None, gain=a["gain"] if a["any_gain"] else None,
-              read_noise=a["read_noise"], sky=a["sky"], options=options, sharding=sharding)
     n = len(b.galaxies)
     t = res.to_table(ids=np.concatenate([_ids(b.galaxies), _ids(b.galaxies[:1]).repeat(b.size - n)]))[:n]
     t["status_msg"] = list(t["status_msg"])  # a variable-width copy (failure messages are longer)
@@ -698,7 +716,8 @@ def _prepare_parts(out, parts_dir, manifest, *, resume, overwrite):
 @dataclasses.dataclass
 class SurveySummary:
     """What a survey run did: ``counts`` = {status: number of galaxies}, ``fitted`` = galaxies
-    fitted by this call (the rest came from parts of an earlier run), ``seconds``."""
+    fitted by this call (the rest came from parts of an earlier run), ``seconds`` (the whole
+    call: planning, reading, fitting, writing, merging)."""
 
     n_galaxies: int
     counts: dict
@@ -708,12 +727,24 @@ class SurveySummary:
     n_batches: int
     n_devices: int
     output: str | None = None
+    #: seconds the engine's stage of a streaming run ran (None for a Dask run)
+    fit_seconds: float | None = None
+
+    @property
+    def idle_fraction(self) -> float | None:
+        """Share of the run's time in which the engine's stage waited for reading, initial
+        values or writing (None for a Dask run or a run that fitted nothing)."""
+        if self.fit_seconds is None or not self.fitted or self.seconds <= 0:
+            return None
+        return max(0.0, 1.0 - self.fit_seconds / self.seconds)
 
     def __str__(self):
         ok = self.counts.get(0, 0)
         lines = [f"{self.n_galaxies} galaxies: {ok} succeeded, {self.n_galaxies - ok} did not"
                  + (f"; {self.fitted} fitted in {self.seconds:.1f} s "
                     f"({self.fitted / self.seconds:.2f} galaxies/s)" if self.fitted and self.seconds > 0 else "")]
+        if self.idle_fraction is not None:
+            lines[0] += f"; the engine ran {self.fit_seconds:.1f} s (idle {100 * self.idle_fraction:.0f} % of the run)"
         for code in sorted(self.counts):
             lines.append(f"  status {code:>2}: {self.counts[code]:>8}  {STATUS_MESSAGES.get(code, '')}")
         return "\n".join(lines)
@@ -727,58 +758,107 @@ def _progress(total, initial, quiet):
                 smoothing=0.1, dynamic_ncols=True)
 
 
-def _stream(batches, model, options, parts_dir, *, sharding=None, prefetch=2, on_batch=None):
-    """Fit ``batches`` in order, reading ahead in a thread; write each part when done.
+def _put(q: queue.Queue, item, stop: threading.Event):
+    """Put ``item`` on the bounded queue ``q`` unless ``stop`` is set first."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            continue
 
-    Batches whose part exists are skipped.  ``on_batch(batch, table)`` after each one.
-    Returns the number of galaxies fitted and of bad pixels masked.
+
+def _stream(batches, model, options, parts_dir, *, sharding=None, prefetch=2, on_batch=None):
+    """Fit ``batches`` in order in three stages (module docstring): a reader thread loads and
+    prepares the next batches, this thread runs the engine on one after another, and a writer
+    thread makes each fitted batch's table, writes its part and calls ``on_batch(batch, table)``.
+
+    Batches whose part exists are skipped.  An error in any stage stops the run and is raised
+    here (the parts written so far are kept).  Returns the number of galaxies fitted, of bad
+    pixels masked, and the seconds the engine's stage ran.
     """
+    import jax
+
+    from ._fit import _run_prepared
+
     todo = [b for b in batches if parts_dir is None or not os.path.exists(_part_path(parts_dir, b.index))]
     if not todo:
-        return 0, 0
-    q: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+        return 0, 0, 0.0
+    # the caller's precision in the reader thread too (jax.enable_x64(...) is thread-local)
+    x64 = bool(jax.config.jax_enable_x64)
+    loaded: queue.Queue = queue.Queue(maxsize=max(1, prefetch))
+    fitted_q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
+    failure: list = []   # the writer's error, raised in this thread
 
     def reader_loop():
         reader = _Reader()
         try:
-            for b in todo:
-                if stop.is_set():
-                    return
-                try:
-                    item = load_batch(b, model, reader)
-                except BaseException as e:  # handed to the main thread, raised there
-                    item = e
-                while not stop.is_set():
+            with jax.enable_x64(x64):
+                for b in todo:
+                    if stop.is_set():
+                        return
                     try:
-                        q.put(item, timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if isinstance(item, BaseException):
-                    return
+                        bd = load_batch(b, model, reader)
+                        item = (bd, prepare_batch(bd, model, options))
+                    except BaseException as e:  # handed to the main thread, raised there
+                        item = e
+                    _put(loaded, item, stop)
+                    if isinstance(item, BaseException):
+                        return
         finally:
             reader.close()
 
-    th = threading.Thread(target=reader_loop, name="galmoss-reader", daemon=True)
-    th.start()
+    def writer_loop():
+        while True:
+            item = fitted_q.get()
+            if item is None or failure:
+                return
+            bd, res = item
+            try:
+                table = batch_table(bd, model, res)
+                if parts_dir is not None:
+                    write_part(table, parts_dir, bd.batch.index)
+                if on_batch is not None:
+                    on_batch(bd.batch, table)
+            except BaseException as e:
+                failure.append(e)
+                stop.set()
+                return
+
+    threads = [threading.Thread(target=reader_loop, name="galmoss-reader", daemon=True),
+               threading.Thread(target=writer_loop, name="galmoss-writer", daemon=True)]
+    for th in threads:
+        th.start()
     fitted = bad = 0
+    busy = 0.0
     try:
         for _ in todo:
-            item = q.get()
+            item = None
+            while item is None and not failure:
+                try:
+                    item = loaded.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+            if failure:
+                break
             if isinstance(item, BaseException):
                 raise item
-            table = fit_batch(item, model, options, sharding)
-            if parts_dir is not None:
-                write_part(table, parts_dir, item.batch.index)
-            fitted += len(item.batch.galaxies)
-            bad += item.n_bad_pixels
-            if on_batch is not None:
-                on_batch(item.batch, table)
+            bd, prep = item
+            t0 = time.perf_counter()
+            res = _run_prepared(prep, sharding)
+            busy += time.perf_counter() - t0
+            _put(fitted_q, (bd, res), stop)
+            fitted += len(bd.batch.galaxies)
+            bad += bd.n_bad_pixels
     finally:
+        _put(fitted_q, None, stop)   # the writer finishes what it holds, then stops
+        threads[1].join()
         stop.set()
-        th.join()
-    return fitted, bad
+        threads[0].join()
+    if failure:
+        raise failure[0]
+    return fitted, bad, busy
 
 
 def _merge(out, parts_dir, batches, failed, model, options, *, overwrite, tables=None):
@@ -890,6 +970,7 @@ def fit_survey(galaxies, model, *, options: FitOptions | None = None, out=None, 
             fitted, tables = _run_dask(client, batches, model, options, parts_dir, chunk_batches, retries, bar)
             n_dev = None
             bad = 0
+            busy = None
         else:
             sharding = galaxy_sharding(batch_size, devs)
             n_dev = 1 if sharding is None else len(sharding.mesh.devices.ravel())
@@ -899,8 +980,8 @@ def fit_survey(galaxies, model, *, options: FitOptions | None = None, out=None, 
                     tables[b.index] = t
                 bar.update(len(b.galaxies))
 
-            fitted, bad = _stream(batches, model, options, parts_dir, sharding=sharding, prefetch=prefetch,
-                                  on_batch=on_batch)
+            fitted, bad, busy = _stream(batches, model, options, parts_dir, sharding=sharding, prefetch=prefetch,
+                                        on_batch=on_batch)
     finally:
         bar.close()
     if bad:
@@ -909,7 +990,7 @@ def fit_survey(galaxies, model, *, options: FitOptions | None = None, out=None, 
         raise InputFileError("the survey has no galaxies")
     table = _merge(out, parts_dir, batches, failed, model, options, overwrite=overwrite, tables=tables)
     summary = SurveySummary(len(table), _counts(table), fitted, time.perf_counter() - t0, batch_size,
-                            len(batches), n_dev, out)
+                            len(batches), n_dev, out, fit_seconds=busy)
     return table, summary
 
 

@@ -393,3 +393,65 @@ def test_input_problems_become_statuses(tmp_path):
     bd = survey.load_batch(survey.plan_batches([seeded], 2, bucket=8)[0], "sersic")
     assert list(bd.arrays["init"]["sersic.r_e"]) == [3.25, 3.25] and bd.arrays["init"]["sersic.n"][0] == 1.5
     assert bd.arrays["init"]["sersic.q"][0] == 0.6 and set(bd.arrays["init"]) == {"sersic.r_e", "sersic.n", "sersic.q"}
+
+
+def test_stages_overlap_and_a_failed_write_keeps_finished_parts(catalog, reference, tmp_path, monkeypatch):
+    """The three stages of a streaming run work side by side: the next batch is prepared
+    (initial values) in the reader thread while the engine fits the current one, and the
+    tables are written by the writer thread; the run equals the reference, and the summary's
+    engine time lies within the run's.  A write that fails stops the run with that error, and
+    the parts written before it stay for a resume, which then equals the reference."""
+    import threading
+
+    gals = survey.catalog_galaxies(catalog[0], MODEL)
+    prepared = threading.Semaphore(0)
+    where = {"prepare": set(), "table": set()}
+    waited = []
+    real_prepare, real_table, real_run = survey.prepare_batch, survey.batch_table, gj._fit._run_prepared
+
+    def prepare(bd, model, options):
+        where["prepare"].add(threading.current_thread().name)
+        out = real_prepare(bd, model, options)
+        prepared.release()
+        return out
+
+    def table(bd, model, res):
+        where["table"].add(threading.current_thread().name)
+        return real_table(bd, model, res)
+
+    def run(prep, sharding=None):
+        # the engine's first batch does not return before the next batch has been prepared: a
+        # pipeline that prepared each batch in this thread would wait here until the timeout
+        if not waited:
+            waited.append(prepared.acquire(timeout=60) and prepared.acquire(timeout=60))
+        return real_run(prep, sharding)
+
+    monkeypatch.setattr(survey, "prepare_batch", prepare)
+    monkeypatch.setattr(survey, "batch_table", table)
+    monkeypatch.setattr(gj._fit, "_run_prepared", run)
+    out = tmp_path / "staged.ecsv"
+    t, summary = survey.fit_survey(gals, MODEL, options=OPTIONS, out=out, batch_size=4, bucket=8, quiet=True)
+    assert_tables_equal(Table.read(out), reference)
+    assert where == {"prepare": {"galmoss-reader"}, "table": {"galmoss-writer"}}
+    assert waited == [True]
+    assert 0 < summary.fit_seconds <= summary.seconds and 0 <= summary.idle_fraction < 1
+
+    # a failed write: the error reaches the caller, the parts before it stay, a resume completes
+    real_write = survey.write_part
+    calls = []
+
+    def write(table, parts_dir, index):
+        calls.append(index)
+        if len(calls) == 2:
+            raise OSError("disk full (simulated)")
+        return real_write(table, parts_dir, index)
+
+    monkeypatch.setattr(survey, "write_part", write)
+    out = tmp_path / "failed.ecsv"
+    with pytest.raises(OSError, match="disk full"):
+        survey.fit_survey(gals, MODEL, options=OPTIONS, out=out, batch_size=4, bucket=8, quiet=True)
+    parts = sorted(os.listdir(str(out) + ".parts"))
+    assert [p for p in parts if p.startswith("batch-")] == ["batch-000000.fits"]
+    monkeypatch.setattr(survey, "write_part", real_write)
+    survey.fit_survey(gals, MODEL, options=OPTIONS, out=out, batch_size=4, bucket=8, resume=True, quiet=True)
+    assert_tables_equal(Table.read(out), reference)
