@@ -98,7 +98,7 @@ def main(argv=None):
     print(f"{'model':>10s} {'stamp':>5s} {'batch':>6s} {'lanes':>6s} {'first s':>8s} {'steady s':>8s} {'gal/s':>8s} "
           f"{'iter med/max':>12s} {'occupancy':>9s} {'peak MB':>9s}", flush=True)
     counters = getattr(_engine, "refill_counters", None)
-    last = None
+    last = last_G = None
     for stamp in (int(s) for s in args.stamps.split(",")):
         for model_name in args.models.split(","):
             for G in (int(b) for b in args.batches.split(",")):

@@ -396,7 +396,6 @@ def _gm_read(kind, profiles, with_errors):
         u = getattr(prm, "uncertainty", None)
         return np.asarray(u.detach().cpu().numpy(), float).reshape(-1) if (with_errors and u is not None) else None
 
-    rows = []
     if kind == "sersic":
         s = profiles["sersic"]
         V = {k: val(getattr(s, k)) for k in ("cen_x", "cen_y", "pa", "axis_r", "eff_r", "ser_n", "mag")}
