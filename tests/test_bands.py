@@ -171,6 +171,30 @@ def test_polynomial_bands_are_chebyshev_series():
     assert not bm3.layout.derived
 
 
+def test_second_start_only_outside_the_first_fits_basin():
+    """The joint fit runs again from the anchor bands' own fits only where that start leaves
+    the basin the first joint fit reached in some band (the one-band rule, multistart.same_basin:
+    radii and n within a factor 1.6, q within 0.2); a band value interpolated in wavelength is
+    not part of the start and does not count."""
+    from galmoss_jax._fit_bands import _same_joint_basin
+
+    bm = band_model(MODEL, tuple(WAVE), WAVE)
+    one = MODEL.without_bands()
+    G = 5
+    fitted = {n: np.full(G, v) for n, v in
+              dict(zip(bm.layout.names, [15.0, 16.0, 18.0, 17.5, 17.2, 3.0, 2.8, 2.6, 2.0, 2.2, 2.4, 0.6, 30.0, 0.0]))
+              .items()}
+    start = {n: fitted[n].copy() for n in bm.layout.free}
+    start["sersic.r_e_g"][1] = 3.0 * 1.7           # out of the basin in g
+    start["sersic.n_i"][2] = 2.4 / 1.7              # out of the basin in i
+    start["sersic.q"][3] = 0.85                     # q differs by 0.25
+    start["sersic.r_e_i"][4] = 2.6 * 1.5            # inside (a factor 1.5 < 1.6)
+    start["sersic.x0"][4] = 17.0                    # centre, pa and magnitudes are not compared
+    start["sersic.mag_r"][4] = 16.0
+    assert "sersic.r_e_r" not in start              # r's r_e is interpolated: the fit's is used
+    np.testing.assert_array_equal(_same_joint_basin(bm, one, start, fitted), [True, False, False, False, True])
+
+
 def test_band_inputs_are_checked():
     img = np.ones((8, 8))
     with pytest.raises(gj.ParameterError, match="fixed"):
