@@ -608,14 +608,6 @@ def _ids(galaxies):
     return np.array([str(i) for i in ids])
 
 
-def fit_batch(bd: _BatchData, model, options: FitOptions, sharding=None):
-    """Fit one loaded batch with :func:`galmoss_jax.fit`; the table of its real galaxies
-    (with a ``row`` column, the catalogue index)."""
-    from ._fit import _run_prepared
-
-    return batch_table(bd, model, _run_prepared(prepare_batch(bd, model, options), sharding))
-
-
 def prepare_batch(bd: _BatchData, model, options: FitOptions):
     """The host side of :func:`galmoss_jax.fit` for one loaded batch (checks, initial values),
     ready for the engine."""
