@@ -79,6 +79,14 @@ class Problem:
     stat: Statistic = Statistic.CHI2
     solver: LevenbergMarquardt | OptaxSolver = LevenbergMarquardt()
     errors: Errors = Errors.GN
+    #: ``((name, value), ...)``: fixed parameters whose value every galaxy of the call shares
+    #: (the boxiness ``c0`` at its default 0, in almost every fit), rendered as constants of
+    #: the compiled program instead of from ``GalaxyData.fixed`` (which holds the same values):
+    #: XLA then simplifies what they make trivial (``c0 = 0``: the generalised ellipse's powers
+    #: become a square and a square root), which makes a Sérsic fit ~10 % faster (48 galaxies of
+    #: 128 x 128 with a 41 x 41 PSF, ``starts=1``, three alternated runs: 2.24-2.36 s against
+    #: 2.46-2.65 s).  A value given per galaxy that differs between galaxies stays an input.
+    constants: tuple = ()
 
     @property
     def layout(self):
@@ -87,7 +95,7 @@ class Problem:
     def render(self, x, galaxy: "GalaxyData", psf_fft, model: Model | None = None):
         """Model image (H, W) of the free vector ``x`` (physical) of one galaxy; ``model`` a
         sub-model of the same parameters (the screen renders components alone)."""
-        p = self.layout.expand(x, galaxy.fixed)
+        p = self.layout.expand(x, galaxy.fixed, dict(self.constants))
         model = self.model if model is None else model
         p = {n: v for n, v in p.items() if n in model.layout.names}
         return _render_one(model, p, self.shape, psf_fft, self.psf_shape, self.oversample,
@@ -432,10 +440,14 @@ def solve(model, data, *, init: Mapping, sigma=None, mask=None, psf=None, zeropo
             raise ShapeError(f"psf: solve takes one PSF image (h, w), got shape {psf.shape}")
         psf_shape = tuple(psf.shape)
     x0, fixed = _start(model, init, dtype)
+    # fixed parameters not given in ``init`` take their model value or default: constants
+    given = {model.resolve(k, "init") for k in init}
+    constants = tuple((n, float(model.layout.fixed_value(n))) for n in model.layout.fixed if n not in given)
     galaxy = GalaxyData(data=data, sigma=sigma, mask=mask, zeropoint=jnp.asarray(zeropoint, dtype),
                         gain=noise[0], read_noise=noise[1], sky=noise[2], fixed=fixed)
     problem = Problem(model=model, shape=tuple(data.shape), psf_shape=psf_shape, oversample=int(oversample),
-                      sampling=sampling or Sampling(), stat=stat, solver=solver, errors=Errors.of(errors))
+                      sampling=sampling or Sampling(), stat=stat, solver=solver, errors=Errors.of(errors),
+                      constants=constants)
     return _solve_jit(problem, model.layout.to_unconstrained(x0).astype(dtype), galaxy, psf)
 
 

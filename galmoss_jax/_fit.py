@@ -151,10 +151,10 @@ class FitOptions:
             return 100 if self.bootstrap is None else int(self.bootstrap)
         return None
 
-    def problem(self, model: Model, shape, psf_shape) -> Problem:
+    def problem(self, model: Model, shape, psf_shape, constants: tuple = ()) -> Problem:
         return Problem(model=model, shape=tuple(shape), psf_shape=psf_shape, oversample=int(self.oversample),
                        sampling=self.sampling or Sampling(), stat=self.stat, solver=self.solver,
-                       errors=self.error_mode)
+                       errors=self.error_mode, constants=constants)
 
     def describe(self) -> dict:
         """JSON-able summary (a streaming run records it; a resume must match it)."""
@@ -265,7 +265,8 @@ def _prepare(model: Model, data, *, sigma, mask, psf, init, zeropoint, gain, rea
     inputs = _host_inputs(model, data, sigma, mask, psf, zeropoint, gain, read_noise, sky, options)
     start, guesses = _initial_values(model, inputs, init, options)
     galaxies = dataclasses.replace(inputs.galaxies, fixed=_fixed_vectors(model, start, inputs))
-    problem = options.problem(model, galaxies.data.shape[1:], None if inputs.psf is None else inputs.psf.shape[-2:])
+    problem = options.problem(model, galaxies.data.shape[1:], None if inputs.psf is None else inputs.psf.shape[-2:],
+                              _shared_fixed(model, galaxies.fixed))
     return _Prepared(problem, inputs, start, guesses, galaxies, options)
 
 
@@ -402,6 +403,17 @@ def _initial_values(model, inputs: _Inputs, init, options):
             warnings.warn(f"init[{n!r}] lies outside its bounds [{lo}, {hi}] for some galaxies; moved inside",
                           stacklevel=3)
     return start, guesses
+
+
+def _shared_fixed(model, fixed: np.ndarray) -> tuple:
+    """``((name, value), ...)`` of the fixed parameters whose value every galaxy shares
+    (:attr:`Problem.constants`)."""
+    out = []
+    for j, n in enumerate(model.layout.fixed):
+        col = fixed[:, j]
+        if col.size and np.all(col == col[0]) and np.isfinite(col[0]):
+            out.append((n, float(col[0])))
+    return tuple(out)
 
 
 def _fixed_vectors(model, start, inputs: _Inputs):

@@ -72,10 +72,14 @@ class ParamLayout:
             return given[name]
         return dict(zip(self.names, self.defaults))[name]
 
-    def expand(self, free, fixed=()) -> dict:
-        """Every named parameter from a free vector (..., P) and a fixed vector (..., F)."""
+    def expand(self, free, fixed=(), constants: Mapping | None = None) -> dict:
+        """Every named parameter from a free vector (..., P) and a fixed vector (..., F);
+        ``constants`` ``{name: float}``: fixed parameters that take that value as a constant of
+        the program instead of their entry of ``fixed`` (see ``Problem.constants``)."""
         p = {n: free[..., i] for i, n in enumerate(self.free)}
-        p.update({n: fixed[..., j] for j, n in enumerate(self.fixed)})
+        constants = constants or {}
+        for j, n in enumerate(self.fixed):
+            p[n] = jnp.asarray(constants[n], free.dtype) if n in constants else fixed[..., j]
         return self._follow(p)
 
     def _follow(self, p: dict) -> dict:
