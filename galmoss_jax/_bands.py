@@ -299,6 +299,8 @@ class BandProblem:
     stat: Statistic = Statistic.CHI2
     solver: LevenbergMarquardt | OptaxSolver = LevenbergMarquardt()
     errors: Errors = Errors.GN
+    #: fixed joint parameters every galaxy shares, rendered as constants (``Problem.constants``)
+    constants: tuple = ()
 
     @property
     def layout(self) -> ParamLayout:
@@ -313,7 +315,7 @@ class BandProblem:
 
     def render_bands(self, x, galaxy: BandData, psf_fft):
         """The model image of every band (a tuple) of the joint free vector ``x`` (physical)."""
-        p = self.layout.expand(x, galaxy.fixed)
+        p = self.layout.expand(x, galaxy.fixed, dict(self.constants))
         out = []
         for k in range(len(self.shapes)):
             pk = self.model.band_params(p, k)
@@ -503,7 +505,7 @@ def solve_bands(model: Model, data: Mapping, *, init, sigma=None, mask=None, psf
                 solver="lm", max_iter=None, gain=None, read_noise=0.0, sky=0.0, oversample: int = 1,
                 sampling: Sampling | None = None, errors="gn", wavelength=None, grid=None):
     """:func:`galmoss_jax.solve` of ONE galaxy in several bands (``data`` = ``{band: (H, W)}``)."""
-    from ._engine import _image, _solve_jit, _start
+    from ._engine import _constants_not_in, _image, _solve_jit, _start
     from ._noise import sigma_from_data, usable_pixels
     from .psf import as_psf
     from .solvers import as_solver
@@ -550,9 +552,11 @@ def solve_bands(model: Model, data: Mapping, *, init, sigma=None, mask=None, psf
         psfs.append(k)
         shapes.append(tuple(d.shape))
         psf_shapes.append(None if k is None else tuple(k.shape))
-    x0, fixed = _start(bm, joint_values(bm, init), dtype)
+    init = joint_values(bm, init)
+    x0, fixed = _start(bm, init, dtype)
     problem = BandProblem(model=bm, shapes=tuple(shapes), psf_shapes=tuple(psf_shapes), oversample=int(oversample),
-                          sampling=sampling or Sampling(), stat=stat, solver=solver, errors=Errors.of(errors))
+                          sampling=sampling or Sampling(), stat=stat, solver=solver, errors=Errors.of(errors),
+                          constants=_constants_not_in(bm, init))
     galaxy = BandData(bands=tuple(gals), fixed=fixed)
     return _solve_jit(problem, bm.layout.to_unconstrained(x0).astype(dtype), galaxy,
                       None if all(k is None for k in psfs) else tuple(psfs))

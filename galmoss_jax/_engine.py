@@ -440,14 +440,11 @@ def solve(model, data, *, init: Mapping, sigma=None, mask=None, psf=None, zeropo
             raise ShapeError(f"psf: solve takes one PSF image (h, w), got shape {psf.shape}")
         psf_shape = tuple(psf.shape)
     x0, fixed = _start(model, init, dtype)
-    # fixed parameters not given in ``init`` take their model value or default: constants
-    given = {model.resolve(k, "init") for k in init}
-    constants = tuple((n, float(model.layout.fixed_value(n))) for n in model.layout.fixed if n not in given)
     galaxy = GalaxyData(data=data, sigma=sigma, mask=mask, zeropoint=jnp.asarray(zeropoint, dtype),
                         gain=noise[0], read_noise=noise[1], sky=noise[2], fixed=fixed)
     problem = Problem(model=model, shape=tuple(data.shape), psf_shape=psf_shape, oversample=int(oversample),
                       sampling=sampling or Sampling(), stat=stat, solver=solver, errors=Errors.of(errors),
-                      constants=constants)
+                      constants=_constants_not_in(model, init))
     return _solve_jit(problem, model.layout.to_unconstrained(x0).astype(dtype), galaxy, psf)
 
 
@@ -459,6 +456,13 @@ def _image(a, name, dtype, shape=None):
     if shape is not None and a.shape != shape:
         raise ShapeError(f"{name} must have the shape of data {shape}, got {a.shape}")
     return a
+
+
+def _constants_not_in(model, init: Mapping) -> tuple:
+    """:attr:`Problem.constants` of :func:`solve`: the fixed parameters not given in ``init``
+    (their model value or default, the same for any call)."""
+    given = {model.resolve(k, "init") for k in init}
+    return tuple((n, float(model.layout.fixed_value(n))) for n in model.layout.fixed if n not in given)
 
 
 def _start(model: Model, init: Mapping, dtype):

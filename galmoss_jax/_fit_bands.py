@@ -29,7 +29,7 @@ import numpy as np
 from ._bands import BandData, BandProblem, band_model, joint_values, per_band
 from ._engine import default_chunk_size, solve_batch
 from ._errors import GalmossError, ParameterError, ShapeError
-from ._fit import _host_inputs, _replace_rows, _take
+from ._fit import _host_inputs, _replace_rows, _shared_fixed, _take
 from .init import guess_initial, measured_from_image
 from .model import Model, Sampling
 from .multistart import parse_starts, same_basin
@@ -94,7 +94,7 @@ def fit_bands(model: Model, data: Mapping, *, sigma, mask, psf, init, zeropoint,
     dtype = inputs[bands[0]].dtype
     starts = _starts(bm, one, inputs, init, options, G, dtype)
     lay = bm.layout
-    fixed = (np.broadcast_to(np.asarray(lay.fixed_vector(starts[0]), dtype), (G, len(lay.fixed))).copy()
+    fixed = (np.broadcast_to(np.asarray(lay.fixed_vector(starts[0][0]), dtype), (G, len(lay.fixed))).copy()
              if lay.fixed else np.zeros((G, 0), dtype))
     galaxies = BandData(bands=tuple(inputs[b].galaxies for b in bands), fixed=fixed)
     psf_batched = any(inputs[b].psf_batched for b in bands)
@@ -107,7 +107,8 @@ def fit_bands(model: Model, data: Mapping, *, sigma, mask, psf, init, zeropoint,
                           psf_shapes=tuple(None if inputs[b].psf is None else tuple(inputs[b].psf.shape[-2:])
                                            for b in bands),
                           oversample=int(options.oversample), sampling=options.sampling or Sampling(),
-                          stat=options.stat, solver=options.solver, errors=options.error_mode)
+                          stat=options.stat, solver=options.solver, errors=options.error_mode,
+                          constants=_shared_fixed(bm, fixed))
     put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
     run = functools.partial(solve_batch, problem, galaxies=galaxies, psf=psfs, psf_batched=psf_batched,
                             chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put,

@@ -171,6 +171,24 @@ def test_polynomial_bands_are_chebyshev_series():
     assert not bm3.layout.derived
 
 
+def test_a_parameter_fixed_at_its_initial_value_keeps_each_bands_value(three_bands):
+    """``fixed=["sky.sky"]`` with ``bands={"sky.sky": "free"}``: every band is held at the value
+    given for it in ``init``, not at the default."""
+    data, sigma, psf, truth, start = three_bands
+    G = 3
+    model = gj.Model("sersic+sky", fixed=["sky.sky"], bands={"sersic.mag": "free", "sersic.r_e": 1, "sersic.n": 1,
+                                                             "sky.sky": "free"})
+    sky = {"g": 0.02, "r": -0.01, "i": 0.03}
+    init = {k.replace("sersic_", "sersic."): np.asarray(v[:G]) for k, v in start.items()}
+    init.update({f"sky.sky_{b}": np.full(G, v) for b, v in sky.items()})
+    res = gj.fit(model, {b: data[b][:G] for b in WAVE}, sigma={b: sigma[b][:G] for b in WAVE}, psf=psf,
+                 zeropoint=ZP, wavelength=WAVE, init=init, sampling=SAMPLING, starts=1)
+    assert np.all(res.status == 0)
+    for b, v in sky.items():
+        np.testing.assert_array_equal(res.values[f"sky.sky_{b}"], np.full(G, v))
+        assert "sky.sky_" + b not in res.free_names
+
+
 def test_second_start_only_outside_the_first_fits_basin():
     """The joint fit runs again from the anchor bands' own fits only where that start leaves
     the basin the first joint fit reached in some band (the one-band rule, multistart.same_basin:
