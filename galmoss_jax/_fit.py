@@ -467,22 +467,32 @@ def _fit_from_starts(problem, run, start, guesses, galaxies, inputs, options):
     same = np.all(np.isclose(np.delete(picked[:, 0], mags, 1), np.delete(given_x, mags, 1), rtol=1e-6, atol=1e-9),
                   axis=1)
     first = run(np.where(caller[:, None], u_given, u_picked[:, 0]))
-    fitted = np.isfinite(first.chi2) & (first.status != Status.NONFINITE)
-    redo = np.flatnonzero(caller & ~same & ~(fitted & same_basin(problem.model, picked[:, 0], first.params)))
+    redo = np.flatnonzero(caller & ~same & ~(_evaluated(first) & same_basin(problem.model, picked[:, 0],
+                                                                              first.params)))
     if redo.size == 0:
         return first
     sub = _take(galaxies, redo)
     again = run(u_picked[redo, 0], galaxies=sub, psf=inputs.psf[redo] if inputs.psf_batched else inputs.psf)
-    old = np.where(np.isfinite(first.chi2[redo]), first.chi2[redo], np.inf)
-    new = np.where(np.isfinite(again.chi2), again.chi2, np.inf)
-    take = redo[new < old]
-    return jax.tree.map(lambda a, b: _replace_rows(a, take, b[new < old]), first, again)
+    return _keep_lower(first, redo, again)
 
 
-def _replace_rows(a, rows, values):
-    a = np.array(a, copy=True)
-    a[rows] = values
-    return a
+def _evaluated(sol) -> np.ndarray:
+    """Galaxies whose fit reached a finite statistic (their basin is known)."""
+    return np.isfinite(sol.chi2) & (sol.status != Status.NONFINITE)
+
+
+def _keep_lower(sol, rows, new):
+    """``sol`` with the galaxies ``rows`` replaced by their refit ``new`` (solutions of those
+    rows, in order) where the refit ends with the lower statistic (non-finite counts as +inf)."""
+    old_v = np.where(np.isfinite(sol.chi2[rows]), sol.chi2[rows], np.inf)
+    better = np.where(np.isfinite(new.chi2), new.chi2, np.inf) < old_v
+
+    def replace(a, b):
+        a = np.array(a, copy=True)
+        a[rows[better]] = b[better]
+        return a
+
+    return jax.tree.map(replace, sol, new)
 
 
 def _result(problem, sol, galaxies, inputs, options, run) -> FitResult:

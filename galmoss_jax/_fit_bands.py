@@ -29,7 +29,7 @@ import numpy as np
 from ._bands import BandData, BandProblem, band_model, joint_values, per_band
 from ._engine import default_chunk_size, solve_batch
 from ._errors import GalmossError, ParameterError, ShapeError
-from ._fit import _host_inputs, _replace_rows, _shared_fixed, _take
+from ._fit import _evaluated, _host_inputs, _keep_lower, _shared_fixed, _take
 from .init import guess_initial, measured_from_image
 from .model import Model, Sampling
 from .multistart import parse_starts, same_basin
@@ -122,15 +122,11 @@ def fit_bands(model: Model, data: Mapping, *, sigma, mask, psf, init, zeropoint,
             continue
         rows = np.arange(G)
         if basin:   # only where this start lies outside the basin the fit so far reached
-            fitted = np.isfinite(sol.chi2) & (sol.status != Status.NONFINITE)
-            rows = np.flatnonzero(~(fitted & _same_joint_basin(bm, one, start, sol.params)))
+            rows = np.flatnonzero(~(_evaluated(sol) & _same_joint_basin(bm, one, start, sol.params)))
             if rows.size == 0:
                 continue
-        new = run(u0[rows], galaxies=_take(galaxies, rows),
-                  psf=_take(psfs, rows) if psf_batched else psfs)
-        old_v = np.where(np.isfinite(sol.chi2[rows]), sol.chi2[rows], np.inf)
-        better = np.where(np.isfinite(new.chi2), new.chi2, np.inf) < old_v
-        sol = jax.tree.map(lambda a, b: _replace_rows(a, rows[better], b[better]), sol, new)
+        sol = _keep_lower(sol, rows, run(u0[rows], galaxies=_take(galaxies, rows),
+                                         psf=_take(psfs, rows) if psf_batched else psfs))
     x_fit = np.asarray(lay.free_vector({n: sol.params[n] for n in lay.free}), dtype).reshape(G, lay.n_free)
     stats = np.asarray(_band_statistics(problem, jnp.asarray(x_fit), jax.tree.map(jnp.asarray, galaxies),
                                         None if psfs is None else jax.tree.map(jnp.asarray, psfs), psf_batched))
@@ -224,12 +220,11 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
     # deepest band's values, with its own screen of starts: from the deepest band's values
     # alone, GalfitM's five-band simulation ends 14 higher in chi2); the joint fit runs from it
     # where it lies outside the basin the first joint fit reached, and keeps the lower
-    # statistic per galaxy.  The deepest band's
-    # R_e can be far from another band's basin (a compact blue core, an extended red disc):
-    # GalfitM's five-band simulation went to the n = 10 bound from the first start alone (n
-    # free: chi2 12434 -> 12346; its own file's cubic: 12496 -> 12349), while a faint band's
-    # own fit can mislead (one of tests/test_bands.py's 64 galaxies: 133 higher from the second
-    # start alone).  The cost: one single-band fit per anchor band and a second joint fit
+    # statistic per galaxy.  The deepest band's R_e can be far from another band's basin (a
+    # compact blue core, an extended red disc): GalfitM's five-band simulation went to the
+    # n = 10 bound from the first start alone (n free: chi2 12434 -> 12346; its own file's
+    # cubic: 12496 -> 12349), while a faint band's own fit can mislead (one of
+    # tests/test_bands.py's 64 galaxies: 133 higher from the second start alone).  The cost: one single-band fit per anchor band and a second joint fit
     # where the starts differ (starts=1 does none of this).
     own_shape = [n for n in one.layout.names if n in bm.banded and not _own_band_value(one, n)]
     starts = [(start, False)]
