@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +37,14 @@ from .results import FitResult
 from ._status import Status
 
 __all__ = ["fit_bands"]
+
+
+class _JointStart(NamedTuple):
+    """One start of the joint fit: ``values`` ``{joint name: (G,)}``; ``basin``: run only for
+    the galaxies where it lies outside the basin the fit so far reached."""
+
+    values: dict
+    basin: bool = False
 
 
 def _own_band_value(model: Model, name: str) -> bool:
@@ -94,7 +102,7 @@ def fit_bands(model: Model, data: Mapping, *, sigma, mask, psf, init, zeropoint,
     dtype = inputs[bands[0]].dtype
     starts = _starts(bm, one, inputs, init, options, G, dtype)
     lay = bm.layout
-    fixed = (np.broadcast_to(np.asarray(lay.fixed_vector(starts[0][0]), dtype), (G, len(lay.fixed))).copy()
+    fixed = (np.broadcast_to(np.asarray(lay.fixed_vector(starts[0].values), dtype), (G, len(lay.fixed))).copy()
              if lay.fixed else np.zeros((G, 0), dtype))
     galaxies = BandData(bands=tuple(inputs[b].galaxies for b in bands), fixed=fixed)
     psf_batched = any(inputs[b].psf_batched for b in bands)
@@ -114,7 +122,7 @@ def fit_bands(model: Model, data: Mapping, *, sigma, mask, psf, init, zeropoint,
                             chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put,
                             refill=sharding is None, **options.batch_options(sharding))
     sol = None
-    for start, basin in starts:   # per galaxy the lower statistic
+    for start, basin in starts:   # per galaxy the lower statistic (each a _JointStart)
         x0 = np.asarray(lay.clip_inside(np.asarray(lay.free_vector(start), dtype)), dtype).reshape(G, lay.n_free)
         u0 = np.asarray(lay.to_unconstrained(x0), dtype)
         if sol is None:
@@ -156,13 +164,13 @@ def _same_joint_basin(bm, one: Model, start: Mapping, fitted: Mapping) -> np.nda
     return ok
 
 
-def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
-    """Joint starting values ``[({joint name: (G,)}, basin), ...]`` of the free parameters and
-    of parameters fixed at their initial value (module docstring): with ``starts=1`` the
-    caller's values completed by automatic ones; with ``"auto"`` the start from the deepest
-    band's own fit, the anchor bands' own fits (``basin`` True: run only where outside the basin
-    the fit so far reached), and the caller's start too where the caller gave values (the lower
-    statistic is kept)."""
+def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[_JointStart]:
+    """Joint starting values (:class:`_JointStart`; every galaxy runs the first) of the free
+    parameters and of parameters fixed at their initial value (module docstring): with
+    ``starts=1`` the caller's values completed by automatic ones; with ``"auto"`` the start
+    from the deepest band's own fit, the anchor bands' own fits (``basin`` True: run only where
+    outside the basin the fit so far reached), and the caller's start too where the caller gave
+    values (the lower statistic is kept)."""
     from ._fit import _per_galaxy
 
     bands = bm.bands
@@ -175,7 +183,7 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
     default = dict(zip(lay.names, lay.defaults))
     by_default = {n for n in open_fixed if not measured_from_image(one, bm.base_name(n))}
     if mode == "none" and all(n in given and not np.isnan(given[n]).any() for n in wanted if n not in by_default):
-        return [({n: given[n] if n in given else np.full(G, default[n], dtype) for n in wanted}, False)]
+        return [_JointStart({n: given[n] if n in given else np.full(G, default[n], dtype) for n in wanted})]
     # automatic values in every band (reference-band pixels)
     guesses = []
     for k, b in enumerate(bands):
@@ -208,7 +216,7 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
 
     automatic = combine([guesses[deep[g]][g] for g in range(G)])
     if mode == "none":
-        return [(with_given(automatic), False)]
+        return [_JointStart(with_given(automatic))]
     caller = with_given(automatic)
     # the deepest band's own fit, from the caller's values where given
     deep_start = [{n: caller[dict(bm.per_band[deep[g]])[n]][g] for n in one.layout.names
@@ -227,7 +235,7 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
     # tests/test_bands.py's 64 galaxies: 133 higher from the second start alone).  The cost: one single-band fit per anchor band and a second joint fit
     # where the starts differ (starts=1 does none of this).
     own_shape = [n for n in one.layout.names if n in bm.banded and not _own_band_value(one, n)]
-    starts = [(start, False)]
+    starts = [_JointStart(start)]
     if own_shape:
         start, changed = dict(start), False
         for k in range(len(bands)):
@@ -245,9 +253,9 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list:
                     start[j] = np.array([own[g].get(n, start[j][g]) if rows[g] else start[j][g]
                                          for g in range(G)], dtype)
         if changed:
-            starts.append((start, True))
+            starts.append(_JointStart(start, basin=True))
     if given:
-        starts.append((caller, False))
+        starts.append(_JointStart(caller))
     return starts
 
 
