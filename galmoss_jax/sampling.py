@@ -167,6 +167,21 @@ def integrate_pixels(f, xc, yc, shape, *, x_start=0.0, y_start=0.0, pixel=1.0, g
     Returns:
         ``(H, W)`` array: the integral of ``f`` over each pixel (surface brightness x area).
     """
+    dx, dy, assemble = pixel_nodes(xc, yc, shape, x_start=x_start, y_start=y_start, pixel=pixel,
+                                   grading=grading, n_base=n_base, ring_window=ring_window, n_ring=n_ring,
+                                   mid_window=mid_window, n_mid=n_mid, window=window, n_theta=n_theta, n_r=n_r)
+    # one evaluation of f on every node
+    return assemble(f(dx, dy))
+
+
+def pixel_nodes(xc, yc, shape, *, x_start=0.0, y_start=0.0, pixel=1.0, grading=1.0, n_base=3, ring_window=0,
+                n_ring=3, mid_window=15, n_mid=8, window=3, n_theta=48, n_r=24):
+    """The nodes of :func:`integrate_pixels` (same arguments, less ``f``) and how to combine
+    them: ``(dx, dy, assemble)``, where ``dx, dy`` (N,) are the offsets of every node from the
+    centre and ``assemble(values)`` turns ``f``'s values at them into the ``(H, W)`` pixel
+    integrals.  A caller that integrates one profile over two grids (the renderer: the image
+    and the sub-pixel window around the centre) evaluates the profile once on both grids'
+    nodes: the compiled program then holds one copy of the profile's arithmetic, not two."""
     H, W = shape
     dtype = jnp.result_type(xc, yc, float)
     xc = jnp.asarray(xc, dtype)
@@ -205,15 +220,18 @@ def integrate_pixels(f, xc, yc, shape, *, x_start=0.0, y_start=0.0, pixel=1.0, g
 
         stages.append((dx, dy, comb_pixels, (i0, j0)))
 
-    # one evaluation of f on every node
     sizes = [a.size for a, _, _, _ in stages]
-    vals = f(jnp.concatenate([a.reshape(-1) for a, _, _, _ in stages]),
-             jnp.concatenate([b.reshape(-1) for _, b, _, _ in stages]))
-    img = None
-    offset = 0
-    for (a, _, comb, where), n in zip(stages, sizes):
-        v = vals[offset: offset + n].reshape(a.shape)
-        offset += n
-        block = comb(v)
-        img = block if where is None else jax.lax.dynamic_update_slice(img, block.astype(img.dtype), where)
-    return img
+    dx = jnp.concatenate([a.reshape(-1) for a, _, _, _ in stages])
+    dy = jnp.concatenate([b.reshape(-1) for _, b, _, _ in stages])
+
+    def assemble(vals):
+        img = None
+        offset = 0
+        for (a, _, comb, where), n in zip(stages, sizes):
+            v = vals[offset: offset + n].reshape(a.shape)
+            offset += n
+            block = comb(v)
+            img = block if where is None else jax.lax.dynamic_update_slice(img, block.astype(img.dtype), where)
+        return img
+
+    return dx, dy, assemble
