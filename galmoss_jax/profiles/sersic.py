@@ -13,7 +13,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import gammaln
 
 from ..geometry import boxiness_area_ratio, ellipse_radius, flux_from_mag, safe_pow
 from ._spec import MAG, Param, ProfileSpec, centre_params, register_profile, shape_params
@@ -40,9 +39,8 @@ _BN_DEGREE = 60
 
 
 @functools.lru_cache(maxsize=None)
-def _bn_chebyshev():
-    """Chebyshev coefficients (a tuple of floats) of log b_n in x = the affine map of log n
-    onto [-1, 1]: interpolation at the Chebyshev nodes of b_n from SciPy's ``gammaincinv``,
+def _bn_nodes():
+    """(x, 2n, b_n) at the Chebyshev nodes x of the table: b_n from SciPy's ``gammaincinv``,
     each polished by one Newton step on P(2n, b) = 1/2.  Computed once, on the host."""
     from scipy.special import gammainc, gammaincinv, gammaln as sp_gammaln
 
@@ -52,7 +50,29 @@ def _bn_chebyshev():
     a = 2.0 * np.exp(lo + 0.5 * (x + 1.0) * (hi - lo))
     b = gammaincinv(a, 0.5)
     b = b - (gammainc(a, b) - 0.5) / np.exp((a - 1.0) * np.log(b) - b - sp_gammaln(a))
+    return x, a, b
+
+
+@functools.lru_cache(maxsize=None)
+def _bn_chebyshev():
+    """Chebyshev coefficients (a tuple of floats) of log b_n in x = the affine map of log n
+    onto [-1, 1] (interpolation at the Chebyshev nodes)."""
+    x, _, b = _bn_nodes()
     return tuple(float(c) for c in np.polynomial.chebyshev.chebfit(x, np.log(b), _BN_DEGREE))
+
+
+@functools.lru_cache(maxsize=None)
+def _norm_chebyshev():
+    """Chebyshev coefficients of ``b_n - 2n log b_n + log Γ(2n)`` (the part of the log of a
+    Sérsic profile's total-flux integral that depends on n alone) in the same x: degree 60
+    interpolates it to ~1e-13 (absolute, measured against SciPy on 30,000 points).  It
+    replaces the log-gamma function and its derivative, which XLA compiled into ~15 separate
+    kernels of a Sérsic model's Jacobian."""
+    from scipy.special import gammaln as sp_gammaln
+
+    x, a, b = _bn_nodes()
+    h = b - a * np.log(b) + sp_gammaln(a)
+    return tuple(float(c) for c in np.polynomial.chebyshev.chebfit(x, h, _BN_DEGREE))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -87,13 +107,30 @@ def sersic_bn(n):
     return jnp.where(inside, table, jnp.where(n > BN_N_MAX, _bn_guess(n_big), jnp.nan))
 
 
+def _sersic_log_norm_n(n, b):
+    """``b - 2n log b + log Γ(2n)`` for Sérsic index ``n`` and its ``b = sersic_bn(n)``: the
+    Chebyshev table for ``BN_N_MIN <= n <= BN_N_MAX``, Stirling's series for log Γ(2n) above
+    (2n > 100: its first omitted term is < 1e-17), NaN below (as b_n)."""
+    n = jnp.asarray(n, jnp.result_type(n, float))
+    lo, hi = math.log(BN_N_MIN), math.log(BN_N_MAX)
+    inside = (n >= BN_N_MIN) & (n <= BN_N_MAX)
+    n_in = jnp.where(inside, n, 1.0)
+    x = (2.0 * jnp.log(n_in) - (lo + hi)) / (hi - lo)
+    table = _chebyshev(x, _norm_chebyshev())
+    z = 2.0 * jnp.where(n > BN_N_MAX, n, BN_N_MAX)
+    stirling = ((z - 0.5) * jnp.log(z) - z + 0.5 * math.log(2.0 * math.pi)
+                + 1.0 / (12.0 * z) - 1.0 / (360.0 * z ** 3) + 1.0 / (1260.0 * z ** 5))
+    big = b - z * jnp.log(b) + stirling
+    return jnp.where(inside, table, jnp.where(n > BN_N_MAX, big, jnp.nan))
+
+
 # Sérsic ---------------------------------------------------------------------------------------
 def _sersic_log_ie(mag, r_e, n, q, c0, zeropoint):
     """log of the surface brightness at r_e (image units / pixel^2) for total magnitude mag."""
     b = sersic_bn(n)
     log_f = jnp.log(flux_from_mag(mag, zeropoint))
-    log_norm = (jnp.log(2.0 * jnp.pi * q * r_e ** 2 * n) + b - 2.0 * n * jnp.log(b)
-                + gammaln(2.0 * n) - jnp.log(boxiness_area_ratio(c0)))
+    log_norm = (jnp.log(2.0 * jnp.pi * q * r_e ** 2 * n) + _sersic_log_norm_n(n, b)
+                - jnp.log(boxiness_area_ratio(c0)))
     return log_f - log_norm, b
 
 
