@@ -666,11 +666,11 @@ def _check_domain(model: Model, name: str, value):
         raise ParameterError(f"params[{name!r}] must be >= 0, got {v}")
 
 
-@functools.partial(jax.jit, static_argnames=("model", "shape", "psf_shape", "oversample", "sampling"))
-def _render_vector(model, shape, psf_shape, oversample, sampling, x, fixed, psf, zeropoint):
+@functools.partial(jax.jit, static_argnames=("model", "shape", "psf_shape", "oversample", "sampling", "constants"))
+def _render_vector(model, shape, psf_shape, oversample, sampling, x, fixed, psf, zeropoint, constants=()):
     psf_fft = None if psf is None else stamp_psf_transform(psf, shape, oversample)
-    return _render_one(model, model.layout.expand(x, fixed), shape, psf_fft, psf_shape, oversample, zeropoint,
-                       sampling)
+    return _render_one(model, model.layout.expand(x, fixed, dict(constants)), shape, psf_fft, psf_shape, oversample,
+                       zeropoint, sampling)
 
 
 class Renderer(eqx.Module):
@@ -702,6 +702,12 @@ class Renderer(eqx.Module):
     oversample: int = eqx.field(static=True)
     sampling: Sampling = eqx.field(static=True)
     fixed: jax.Array
+    #: ``((name, value), ...)``: the fixed parameters whose value is the model's own (its fixed
+    #: values, or the defaults of those not given in ``fixed``), rendered as constants of the
+    #: compiled program (as ``fit`` does: XLA then simplifies what they make trivial, c0 = 0);
+    #: values given in ``fixed`` stay inputs, so renderers that differ only in them share one
+    #: program.  A call given its own ``fixed`` vector uses that vector for every fixed parameter.
+    constants: tuple = eqx.field(static=True)
 
     def __init__(self, model, shape, *, psf_shape=None, oversample: int = 1, sampling: Sampling | None = None,
                  fixed: Mapping | None = None):
@@ -722,7 +728,9 @@ class Renderer(eqx.Module):
         self.oversample = check_oversample(oversample)
         self.sampling = Sampling() if sampling is None else sampling
         given = {self.model.resolve(k, "fixed"): v for k, v in (fixed or {}).items()}
-        self.fixed = self.model.layout.fixed_vector(given)
+        lay = self.model.layout
+        self.fixed = lay.fixed_vector(given)
+        self.constants = tuple((n, float(lay.fixed_value(n))) for n in lay.fixed if n not in given)
 
     @property
     def names(self) -> tuple:
@@ -755,9 +763,10 @@ class Renderer(eqx.Module):
             self.model.require_zeropoint()
             zeropoint = 0.0
         zp = jnp.asarray(zeropoint, dtype=x.dtype)
+        constants = self.constants if fixed is None else ()
         fixed = self.fixed if fixed is None else jnp.asarray(fixed)
         if fixed.shape != self.fixed.shape:
             raise ShapeError(f"fixed: a vector of the {len(lay.fixed)} fixed parameters {lay.fixed} is expected, "
                              f"got shape {fixed.shape}")
         return _render_vector(self.model, self.shape, self.psf_shape, self.oversample, self.sampling, x,
-                              fixed.astype(x.dtype), psf, zp)
+                              fixed.astype(x.dtype), psf, zp, constants=constants)

@@ -206,6 +206,18 @@ def test_renderer_of_a_vector_equals_render_and_compiles_once():
                                atol=1e-12 * want.max())
     r(x.at[3].set(2.0), psf=PSF, zeropoint=ZP)
     assert gj.model._render_vector._cache_size() == n
+    # the renderer as an argument of a jitted function (its fixed vector traced): the same image
+    np.testing.assert_allclose(np.asarray(jax.jit(lambda rr, v: rr(v, psf=PSF, zeropoint=ZP))(r, x)), want,
+                               rtol=1e-10, atol=1e-12 * want.max())
+    # the boxiness c0, fixed at its default 0 (a constant of the renderer's program), takes the
+    # value of a call's own fixed vector
+    lay = model.layout
+    fixed = np.asarray(r.fixed).copy()
+    fixed[lay.fixed.index("bulge.c0")] = 0.4
+    boxy = np.asarray(gj.render(model, {**p, "bulge.c0": 0.4}, (S, S), psf=PSF, zeropoint=ZP))
+    assert np.abs(boxy - want).max() > 1e-3 * want.max()
+    np.testing.assert_allclose(np.asarray(r(x, psf=PSF, zeropoint=ZP, fixed=fixed)), boxy, rtol=1e-10,
+                               atol=1e-12 * want.max())
     with pytest.raises(gj.ShapeError, match="vector of the 10 free parameters"):
         r(x[:3], psf=PSF, zeropoint=ZP)
     with pytest.raises(gj.PSFError, match="differs"):
