@@ -461,8 +461,7 @@ def _image(a, name, dtype, shape=None):
 def _constants_not_in(model, init: Mapping) -> tuple:
     """:attr:`Problem.constants` of :func:`solve`: the fixed parameters not given in ``init``
     (their model value or default, the same for any call)."""
-    given = {model.resolve(k, "init") for k in init}
-    return tuple((n, float(model.layout.fixed_value(n))) for n in model.layout.fixed if n not in given)
+    return model.layout.own_constants({model.resolve(k, "init") for k in init})
 
 
 def _start(model: Model, init: Mapping, dtype):

@@ -232,8 +232,9 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[
     # compact blue core, an extended red disc): GalfitM's five-band simulation went to the
     # n = 10 bound from the first start alone (n free: chi2 12434 -> 12346; its own file's
     # cubic: 12496 -> 12349), while a faint band's own fit can mislead (one of
-    # tests/test_bands.py's 64 galaxies: 133 higher from the second start alone).  The cost: one single-band fit per anchor band and a second joint fit
-    # where the starts differ (starts=1 does none of this).
+    # tests/test_bands.py's 64 galaxies: 133 higher from the second start alone).  The cost:
+    # one single-band fit per anchor band and a second joint fit where the starts differ
+    # (starts=1 does none of this).
     own_shape = [n for n in one.layout.names if n in bm.banded and not _own_band_value(one, n)]
     starts = [_JointStart(start)]
     if own_shape:

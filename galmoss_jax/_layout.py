@@ -72,6 +72,12 @@ class ParamLayout:
             return given[name]
         return dict(zip(self.names, self.defaults))[name]
 
+    def own_constants(self, given=()) -> tuple:
+        """``((name, value), ...)`` of the fixed parameters whose value is the model's own (its
+        fixed value, or the default of one not named in ``given``): the same for every call, so
+        they can be constants of a compiled program (``Problem.constants``)."""
+        return tuple((n, float(self.fixed_value(n))) for n in self.fixed if n not in given)
+
     def expand(self, free, fixed=(), constants: Mapping | None = None) -> dict:
         """Every named parameter from a free vector (..., P) and a fixed vector (..., F);
         ``constants`` ``{name: float}``: fixed parameters that take that value as a constant of

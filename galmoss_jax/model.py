@@ -728,9 +728,8 @@ class Renderer(eqx.Module):
         self.oversample = check_oversample(oversample)
         self.sampling = Sampling() if sampling is None else sampling
         given = {self.model.resolve(k, "fixed"): v for k, v in (fixed or {}).items()}
-        lay = self.model.layout
-        self.fixed = lay.fixed_vector(given)
-        self.constants = tuple((n, float(lay.fixed_value(n))) for n in lay.fixed if n not in given)
+        self.fixed = self.model.layout.fixed_vector(given)
+        self.constants = self.model.layout.own_constants(given)
 
     @property
     def names(self) -> tuple:

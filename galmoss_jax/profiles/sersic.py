@@ -91,17 +91,24 @@ def _chebyshev_jvp(coefs, primals, tangents):
     return _chebyshev(x, coefs), _chebyshev(x, der) * dx
 
 
+def _table_coordinate(n):
+    """``(n, inside, x)``: ``n`` as a float array, whether it lies in the tables' range
+    ``BN_N_MIN <= n <= BN_N_MAX``, and the tables' coordinate x in [-1, 1] (the affine map of
+    log n; 0 outside the range)."""
+    n = jnp.asarray(n, jnp.result_type(n, float))
+    lo, hi = math.log(BN_N_MIN), math.log(BN_N_MAX)
+    inside = (n >= BN_N_MIN) & (n <= BN_N_MAX)
+    n_in = jnp.where(inside, n, 1.0)
+    return n, inside, (2.0 * jnp.log(n_in) - (lo + hi)) / (hi - lo)
+
+
 def sersic_bn(n):
     """Sérsic b_n, the root of ``Γ(2n) = 2 γ(2n, b_n)`` (half the light inside r_e).
 
     Float precision (~1e-13 relative in float64) for ``BN_N_MIN <= n``, NaN below; smooth and
     differentiable to any order (the derivatives are those of the interpolating series, which
     match b_n's to ~1e-11)."""
-    n = jnp.asarray(n, jnp.result_type(n, float))
-    lo, hi = math.log(BN_N_MIN), math.log(BN_N_MAX)
-    inside = (n >= BN_N_MIN) & (n <= BN_N_MAX)
-    n_in = jnp.where(inside, n, 1.0)
-    x = (2.0 * jnp.log(n_in) - (lo + hi)) / (hi - lo)
+    n, inside, x = _table_coordinate(n)
     table = jnp.exp(_chebyshev(x, _bn_chebyshev()))
     n_big = jnp.where(n > BN_N_MAX, n, BN_N_MAX)
     return jnp.where(inside, table, jnp.where(n > BN_N_MAX, _bn_guess(n_big), jnp.nan))
@@ -111,11 +118,7 @@ def _sersic_log_norm_n(n, b):
     """``b - 2n log b + log Γ(2n)`` for Sérsic index ``n`` and its ``b = sersic_bn(n)``: the
     Chebyshev table for ``BN_N_MIN <= n <= BN_N_MAX``, Stirling's series for log Γ(2n) above
     (2n > 100: its first omitted term is < 1e-17), NaN below (as b_n)."""
-    n = jnp.asarray(n, jnp.result_type(n, float))
-    lo, hi = math.log(BN_N_MIN), math.log(BN_N_MAX)
-    inside = (n >= BN_N_MIN) & (n <= BN_N_MAX)
-    n_in = jnp.where(inside, n, 1.0)
-    x = (2.0 * jnp.log(n_in) - (lo + hi)) / (hi - lo)
+    n, inside, x = _table_coordinate(n)
     table = _chebyshev(x, _norm_chebyshev())
     z = 2.0 * jnp.where(n > BN_N_MAX, n, BN_N_MAX)
     stirling = ((z - 0.5) * jnp.log(z) - z + 0.5 * math.log(2.0 * math.pi)
