@@ -25,6 +25,8 @@ from .profiles._spec import ProfileSpec
 from .psf import as_psf, check_oversample, psf_padding, stamp_psf_transform
 from .sampling import integrate_pixels, pixel_nodes
 
+_HIGHEST = jax.lax.Precision.HIGHEST   # full float32 products on GPUs (no TF32) where they matter
+
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
 
@@ -494,10 +496,23 @@ def _render_one(model: Model, p: Mapping, shape, psf_fft, psf_shape, oversample:
         # sinc(nu / s) out (exact for profiles smooth on the sub-pixel scale), then apply the
         # pixel's transform sinc(nu)
         pix = (jnp.sinc(v) * jnp.sinc(u)) / (jnp.sinc(v / s) * jnp.sinc(u / s))
+        nu = u.shape[1]
         for fine, i0, j0 in windows:
-            ey = jnp.exp(-2j * jnp.pi * v * (i0.astype(dtype) + sub)[None, :])      # (Hf, sK)
-            ex = jnp.exp(-2j * jnp.pi * u.T * (j0.astype(dtype) + sub)[None, :])    # (Wf/2+1, sK)
-            ft = ft + pix * (ey @ fine.astype(ey.dtype) @ ex.T)
+            # ey @ fine @ ex.T with ey = exp(-2 pi i v y), ex = exp(-2 pi i u x), in real
+            # arithmetic: two real products, [cos; sin](y) @ (fine @ [cos, sin](x)), whose four
+            # blocks give the real and imaginary parts.  The window is real, so this does half
+            # the multiplications of the complex product; under a Jacobian the tangents are
+            # stacked into one matrix product each (8 tangents: 3.8 -> 1.8 ms for 168 x 85
+            # frequencies and a 63 x 63 window, float64, one core).
+            ay = (-2 * jnp.pi) * v * (i0.astype(dtype) + sub)[None, :]             # (Hf, sK)
+            ax = (-2 * jnp.pi) * u.T * (j0.astype(dtype) + sub)[None, :]           # (Wf/2+1, sK)
+            rows = jnp.concatenate([jnp.cos(ay), jnp.sin(ay)])                       # (2 Hf, sK)
+            cols = jnp.concatenate([jnp.cos(ax), jnp.sin(ax)]).T                     # (sK, 2 nu)
+            blocks = jnp.matmul(rows, jnp.matmul(fine.astype(dtype), cols, precision=_HIGHEST),
+                                precision=_HIGHEST)                                  # (2 Hf, 2 nu)
+            cc, cs = blocks[:Hf, :nu], blocks[:Hf, nu:]
+            sc, ss = blocks[Hf:, :nu], blocks[Hf:, nu:]
+            ft = ft + pix * jax.lax.complex(cc - ss, cs + sc)
     for x0, y0, flux in points:
         ix = (x0 - x_start) / d
         iy = (y0 - y_start) / d
