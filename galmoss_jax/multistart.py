@@ -12,7 +12,7 @@
    (``sersic[f1,f2]``), also the automatic start with that mode at amplitude 0.1 and each of
    four phases;
 2. **screen**: each candidate is rendered once, with a coarser pixel integration
-   (:func:`screen_problem`) and no Jacobian, with
+   (:func:`screen_problem`), in float32 (:func:`screen_starts`) and no Jacobian, with
    the *amplitudes* of the light components solved by weighted linear least squares (the
    model is linear in each component's flux, so every grid point is compared at its best
    magnitudes, which also sets the bulge/disk flux split); the statistic of each candidate is
@@ -211,11 +211,14 @@ def _screen_one(problem: Problem, x, galaxy: GalaxyData, psf_fft):
         x_new = x
     else:
         T = jnp.stack([render([k]) for k, _ in layout])               # (K, H, W)
-        w = jnp.where(galaxy.mask, 1.0 / galaxy.sigma ** 2, 0.0)
-        A = jnp.einsum("khw,lhw,hw->kl", T, T, w)
-        b = jnp.einsum("khw,hw,hw->k", T, galaxy.data - base, w)
+        # weighted by 1/sigma before the products, not by 1/sigma^2 after them: images in
+        # physical flux units (1e-29 with sigma 1e-31) neither underflow nor overflow in float32
+        w = jnp.where(galaxy.mask, 1.0 / galaxy.sigma, 0.0)
+        Tw = T * w
+        A = jnp.einsum("khw,lhw->kl", Tw, Tw)
+        b = jnp.einsum("khw,hw->k", Tw, (galaxy.data - base) * w)
         K = A.shape[0]
-        dg = jnp.sqrt(jnp.abs(jnp.diagonal(A))) + 1e-300
+        dg = jnp.sqrt(jnp.abs(jnp.diagonal(A))) + jnp.finfo(A.dtype).tiny
         a = jnp.linalg.solve(A / dg[:, None] / dg[None, :] + 1e-10 * jnp.eye(K, dtype=A.dtype), b / dg) / dg
         a = jnp.clip(jnp.where(jnp.isfinite(a), a, 1.0), 1e-3, 1e3)   # keep fluxes positive
         best = base + jnp.einsum("k,khw->hw", a, T)
@@ -250,12 +253,46 @@ def screen_problem(problem: Problem) -> Problem:
     return dataclasses.replace(problem, sampling=coarse)
 
 
+def _screen_in(problem: Problem, cands, galaxies: GalaxyData, psf, psf_batched: bool, x64: bool):
+    """:func:`_screen` of NumPy inputs computed in float64 (``x64``) or float32; NumPy results."""
+    dtype = np.float64 if x64 else np.float32
+
+    def put(a):
+        a = np.asarray(a)
+        return jnp.asarray(a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else a)
+
+    with jax.enable_x64(x64):
+        value, adj = _screen(screen_problem(problem), put(cands), jax.tree.map(put, galaxies),
+                             None if psf is None else put(psf), psf_batched)
+        return np.asarray(value), np.asarray(adj)
+
+
 def screen_starts(problem: Problem, cands, S: int, galaxies: GalaxyData, psf, psf_batched: bool):
     """The ``S`` best candidates per galaxy ``(G, S, P)`` (physical, magnitudes at their best
-    amplitudes) and the screened statistic of each ``(G, C)``."""
-    value, adj = _screen(screen_problem(problem), jnp.asarray(cands), jax.tree.map(jnp.asarray, galaxies),
-                         None if psf is None else jnp.asarray(psf), psf_batched)
-    value, adj = np.asarray(value), np.asarray(adj)
+    amplitudes) and the screened statistic of each ``(G, C)``.
+
+    The screen computes in float32 whatever the fit's precision: it ranks candidates whose
+    statistics differ by far more than float32's rounding (about 1e-7 of the statistic), at
+    half the cost of float64 on a CPU (48 galaxies of 128 x 128 with a 41 x 41 PSF: 1.1-1.2 s
+    -> 0.5-0.7 s, a fit with the defaults ~12 % faster).  The candidates come back in the
+    caller's precision, only their magnitudes re-solved (to float32's ~1e-6 mag).  A galaxy
+    none of whose candidates gives a finite float32 statistic (values beyond float32's range)
+    is screened again in the caller's precision."""
+    cands = np.asarray(cands)
+    x64 = cands.dtype == np.float64
+    value, adj = _screen_in(problem, cands, galaxies, psf, psf_batched, x64=False)
+    value = value.astype(cands.dtype)
+    redo = np.flatnonzero(~np.isfinite(value).any(axis=1)) if x64 else np.zeros(0, int)
+    if redo.size:
+        sub = jax.tree.map(lambda a: np.asarray(a)[redo], galaxies)
+        value[redo], adj_hi = _screen_in(problem, cands[redo], sub,
+                                         None if psf is None else (np.asarray(psf)[redo] if psf_batched else psf),
+                                         psf_batched, x64=True)
+        adj = adj.astype(cands.dtype)
+        adj[redo] = adj_hi
+    # the screen changes only the magnitudes: every other value is the caller's, unrounded
+    mags = np.array([n.endswith(".mag") for n in problem.layout.free], bool)
+    adj = np.where(mags, adj.astype(cands.dtype), cands)
     order = np.argsort(value, axis=1, kind="stable")
     G, C, P = adj.shape
     picked = np.empty((G, S, P), adj.dtype)
