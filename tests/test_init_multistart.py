@@ -179,6 +179,43 @@ def test_auto_from_automatic_values_runs_lm_once(sample, fits_auto, monkeypatch)
     np.testing.assert_allclose(again.chi2, auto[:8], rtol=1e-9)
 
 
+def test_screen_in_float32_whatever_the_units(sample):
+    """The screen ranks candidates in float32 whatever the fit's precision.  chi2 is invariant
+    when the image and sigma are scaled together (the zero point shifted to match), so an image
+    in physical flux units (counts x 1e-30: 1/sigma^2 ~ 1e60 would overflow float32) gives every
+    candidate the chi2 of the image in counts to float32's rounding, the same picks and the same
+    re-solved magnitudes; an image beyond float32's range (x 1e-50) is screened again in
+    float64 and gives them too."""
+    from galmoss_jax._fit import FitOptions, _prepare
+    from galmoss_jax.multistart import _screen_in, screen_starts
+
+    G = 20
+    model = gj.Model("sersic")
+    preps = {s: _prepare(model, sample["data"][:G] * s, sigma=sample["sigma"][:G] * s, mask=None, psf=S.psf_image(),
+                         init=None, zeropoint=S.ZP + 2.5 * math.log10(s), gain=None, read_noise=0.0, sky=0.0,
+                         options=FitOptions(sampling=S.SAMPLING)) for s in (1.0, 1e-30, 1e-50)}
+    ref = preps[1.0]
+    auto = np.stack([[gs[n] for gs in ref.guesses] for n in model.layout.free], 1)
+    cands = candidate_starts(model, auto, auto)
+    screened = {s: screen_starts(p.problem, cands, 1, p.galaxies, p.inputs.psf, p.inputs.psf_batched)
+                for s, p in preps.items()}
+    value32 = {s: _screen_in(p.problem, cands, p.galaxies, p.inputs.psf, p.inputs.psf_batched, x64=False)[0]
+               for s, p in preps.items()}
+    assert np.isfinite(value32[1.0]).all() and np.isfinite(value32[1e-30]).all()
+    assert not np.isfinite(value32[1e-50]).any()        # beyond float32: the float64 screen took over
+    picked1, value1 = screened[1.0]
+    for s in (1e-30, 1e-50):
+        picked, value = screened[s]
+        np.testing.assert_allclose(value, value1, rtol=1e-4)
+        np.testing.assert_allclose(picked, picked1, rtol=0, atol=1e-4)
+    # the float32 ranking agrees with float64's: each galaxy's pick is within float32's
+    # rounding of the best float64 statistic
+    value64 = _screen_in(ref.problem, cands, ref.galaxies, ref.inputs.psf, ref.inputs.psf_batched, x64=True)[0]
+    best = np.argmin(value1, axis=1)
+    chosen64 = value64[np.arange(G), best]
+    assert np.all(chosen64 <= value64.min(axis=1) + 1e-4 * value64.min(axis=1) + 1e-3)
+
+
 def test_same_basin_compares_sizes_index_and_axis_ratio():
     """The rule that spares "auto" a second LM run: a candidate lies in a fit's basin when its
     radii and n are within BASIN_FACTOR of the fit's and its q within 0.2, a q > 1 candidate
