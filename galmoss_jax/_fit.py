@@ -21,7 +21,7 @@ import numpy as np
 
 from ._errors import DataError, ParameterError, PSFError, ShapeError
 from ._engine import Errors, GalaxyData, Problem, default_chunk_size, solve_batch
-from .init import guess_initial, measured_from_image, neighbour_mask
+from .init import guess_batch, measured_from_image, neighbour_mask
 from .likelihood import Statistic
 from .model import Model, Sampling, as_model
 from .multistart import candidate_starts, parse_starts, same_basin, screen_starts
@@ -386,10 +386,8 @@ def _initial_values(model, inputs: _Inputs, init, options):
                   and not (n in open_fixed and not measured_from_image(model, n))]
     guesses = None
     if need_guess or parse_starts(options.starts)[0] != "none":
-        psf = inputs.psf
-        guesses = [guess_initial(model, gal.data[g], gal.mask[g], gal.zeropoint[g],
-                                 psf=None if psf is None else (psf[g] if inputs.psf_batched else psf),
-                                 oversample=int(options.oversample)) for g in range(G)]
+        guesses = guess_batch(model, gal.data, gal.mask, gal.zeropoint, inputs.psf, inputs.psf_batched,
+                              int(options.oversample))
     defaults = model.defaults()
     start = {}
     for n in wanted:

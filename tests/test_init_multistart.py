@@ -179,6 +179,21 @@ def test_auto_from_automatic_values_runs_lm_once(sample, fits_auto, monkeypatch)
     np.testing.assert_allclose(again.chi2, auto[:8], rtol=1e-9)
 
 
+def test_guesses_of_a_batch_in_threads_equal_one_at_a_time(sample):
+    """The automatic values of a batch are measured galaxy by galaxy in threads; each equals
+    guess_initial of that galaxy alone, to the last bit (no state shared between threads)."""
+    from galmoss_jax.init import guess_batch
+
+    G = 24
+    model = gj.Model("bulge:sersic+disk:exponential")
+    data, mask = sample["data"][:G], np.ones(sample["data"][:G].shape, bool)
+    zp = np.full(G, S.ZP)
+    alone = [guess_initial(model, data[g], mask[g], zp[g], psf=S.psf_image()) for g in range(G)]
+    assert guess_batch(model, data, mask, zp, S.psf_image()) == alone
+    psfs = np.stack([S.psf_image()] * G)
+    assert guess_batch(model, data, mask, zp, psfs, psf_batched=True) == alone
+
+
 def test_screen_in_float32_whatever_the_units(sample):
     """The screen ranks candidates in float32 whatever the fit's precision.  chi2 is invariant
     when the image and sigma are scaled together (the zero point shifted to match), so an image
