@@ -500,15 +500,19 @@ def default_chunk_size(chunk_size, G: int) -> int:
     return min(int(chunk_size), G)
 
 
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS reports one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _cpu_workers() -> int:
     """Concurrent calls of the compiled engine on CPU: one per core, plus one that prepares
     the next call's inputs while the others compute (measured 27 gal/s with 3 on 2 cores, 26
     with 2).  JAX releases the GIL while a compiled call runs."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
-    return n + 1
+    return cpu_cores() + 1
 
 
 #: a refilled batch's queue holds at most this many times its lanes (one call; a bigger batch

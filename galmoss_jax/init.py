@@ -29,10 +29,10 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import math
-import os
 
 import numpy as np
 
+from ._engine import cpu_cores
 from ._errors import GalmossError
 from .model import Model
 
@@ -318,11 +318,7 @@ def guess_batch(model: Model, data, mask, zeropoint, psf=None, psf_batched: bool
         return guess_initial(model, data[g], mask[g], zeropoint[g],
                              psf=None if psf is None else (psf[g] if psf_batched else psf), oversample=oversample)
 
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    workers = min(cores, G)
+    workers = min(cpu_cores(), G)
     if workers <= 1:
         return [one(g) for g in range(G)]
     with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="galmoss-guess") as ex:
