@@ -280,19 +280,16 @@ def screen_starts(problem: Problem, cands, S: int, galaxies: GalaxyData, psf, ps
     is screened again in the caller's precision."""
     cands = np.asarray(cands)
     x64 = cands.dtype == np.float64
-    value, adj = _screen_in(problem, cands, galaxies, psf, psf_batched, x64=False)
-    value = value.astype(cands.dtype)
+    value, adj = (a.astype(cands.dtype) for a in _screen_in(problem, cands, galaxies, psf, psf_batched, x64=False))
     redo = np.flatnonzero(~np.isfinite(value).any(axis=1)) if x64 else np.zeros(0, int)
     if redo.size:
         sub = jax.tree.map(lambda a: np.asarray(a)[redo], galaxies)
-        value[redo], adj_hi = _screen_in(problem, cands[redo], sub,
-                                         None if psf is None else (np.asarray(psf)[redo] if psf_batched else psf),
-                                         psf_batched, x64=True)
-        adj = adj.astype(cands.dtype)
-        adj[redo] = adj_hi
+        value[redo], adj[redo] = _screen_in(problem, cands[redo], sub,
+                                            None if psf is None else (np.asarray(psf)[redo] if psf_batched else psf),
+                                            psf_batched, x64=True)
     # the screen changes only the magnitudes: every other value is the caller's, unrounded
     mags = np.array([n.endswith(".mag") for n in problem.layout.free], bool)
-    adj = np.where(mags, adj.astype(cands.dtype), cands)
+    adj = np.where(mags, adj, cands)
     order = np.argsort(value, axis=1, kind="stable")
     G, C, P = adj.shape
     picked = np.empty((G, S, P), adj.dtype)
