@@ -28,4 +28,11 @@ def install(monkeypatch):
                                n_iter=np.zeros(G, np.int32), status=status, n_pixels=n_pixels, free_names=lay.free)
 
     monkeypatch.setattr(engine, "_solve_vmapped", fake_vmapped)
+
+    def fake_single(problem, u0, galaxy, psf):   # the call of one galaxy: solve's program
+        sol = fake_vmapped(problem, np.asarray(u0)[None], engine.jax.tree.map(lambda x: np.asarray(x)[None], galaxy),
+                           psf, False)
+        return engine.jax.tree.map(lambda v: v[0], sol)
+
+    monkeypatch.setattr(engine, "_solve_jit", fake_single)
     return seen

@@ -51,13 +51,14 @@ def test_a_chunk_that_does_not_fit_is_refused_with_one_that_does(images):
         gj.fit("sersic", data, sigma=sigma, chunk_size=8, memory_limit=1024, **KW)
     one = _mib(str(e.value), r"needs ([0-9.]+) MiB")
     assert one > 0
-    # room for about 2.5 galaxies: the chunk of 8 (about 8 x one) is refused before it runs,
-    # and the message names the chunk of 2 (about 2 x one), found by halving
+    # room for about 3 galaxies: the chunk of 8 (about 8 vmapped lanes) is refused before it
+    # runs, and the message names the chunk of 2, found by halving.  A lane of a vmapped chunk
+    # holds more than the single galaxy's program, which has no batch axis (1.4x, measured)
     with pytest.raises(gj.MemoryLimitError, match=r"chunk_size=8: .*chunk_size=2 fits") as e:
-        gj.fit("sersic", data, sigma=sigma, chunk_size=8, memory_limit=int(2.5 * one * 2**20), **KW)
+        gj.fit("sersic", data, sigma=sigma, chunk_size=8, memory_limit=int(3 * one * 2**20), **KW)
     need8, need2 = _mib(str(e.value), r"needs ([0-9.]+) MiB"), _mib(str(e.value), r"fits \(([0-9.]+) MiB")
     print(f"\nsingle galaxy {one} MiB, chunk of 8 {need8} MiB, chunk of 2 {need2} MiB")
-    assert 6 * one < need8 < 10 * one and 1.5 * one < need2 < 2.5 * one
+    assert 6 * one < need8 < 14 * one and 1.5 * one < need2 < 3 * one and 3 * need2 < need8 < 5 * need2
 
 
 def test_the_default_chunk_shrinks_until_it_fits_and_gives_the_same_fits(images, monkeypatch):
@@ -69,11 +70,12 @@ def test_the_default_chunk_shrinks_until_it_fits_and_gives_the_same_fits(images,
     assert peaks == []   # the CPU backend reports no device memory: nothing checked
     gj.fit("sersic", data[:1], sigma=sigma[:1], chunk_size=1, memory_limit=2**40, **KW)
     one = peaks.pop()
-    # an accelerator's default, the whole batch (8) in one call, under room for ~2.5 galaxies
+    # an accelerator's default, the whole batch (8) in one call, under room for ~3 galaxies
+    # (a vmapped lane holds more than the single galaxy's program: see above)
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    res = gj.fit("sersic", data, sigma=sigma, memory_limit=int(2.5 * one), **KW)
+    res = gj.fit("sersic", data, sigma=sigma, memory_limit=int(3 * one), **KW)
     assert len(peaks) == 3 and peaks[0] > peaks[1] > peaks[2]   # chunks of 8, 4, 2
-    assert peaks[2] <= 2.5 * one < peaks[1]
+    assert peaks[2] <= 3 * one < peaks[1]
     for k in ("r_e", "n", "mag", "q"):
         np.testing.assert_allclose(res[k], ref[k], rtol=1e-9, err_msg=k)
     np.testing.assert_allclose(res.chi2, ref.chi2, rtol=1e-9)

@@ -221,11 +221,12 @@ def test_cpu_default_steps_each_busy_lane_alone(galaxies, singles):
     passes = res.n_iter + 1
     assert int(stats.passes) == schedule(list(passes), 3)
     if jax.default_backend() == "cpu":
-        # no idle lane-step, and each galaxy's arithmetic is that of a single fit
+        # no idle lane-step, and each galaxy takes the steps of its single fit (the single fit
+        # is solve's program, without a batch axis, so XLA may round differently)
         assert int(stats.lane_steps) == int(stats.evaluations) == passes.sum()
         np.testing.assert_array_equal(res.n_iter, singles.n_iter)
         for k in NAMES:
-            np.testing.assert_array_equal(res[k], singles[k])
+            np.testing.assert_allclose(res[k], singles[k], rtol=1e-10, err_msg=k)
     # a batch of another size that pads to the same queue (8 galaxies: 3 lanes x 4) reuses the
     # compiled program, and its galaxies get the same fits
     compiled = _engine._solve_refill._cache_size()
