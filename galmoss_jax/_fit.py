@@ -260,10 +260,12 @@ class _Prepared:
 
 
 def _prepare(model: Model, data, *, sigma, mask, psf, init, zeropoint, gain, read_noise, sky,
-             options: FitOptions) -> _Prepared:
-    """The host side of a one-band :func:`fit` (checks, bad-pixel masking, initial values)."""
+             options: FitOptions, guesses: list | None = None) -> _Prepared:
+    """The host side of a one-band :func:`fit` (checks, bad-pixel masking, initial values);
+    ``guesses``: the automatic values of each galaxy (:func:`galmoss_jax.init.guess_batch` of
+    these inputs) where the caller has measured them already."""
     inputs = _host_inputs(model, data, sigma, mask, psf, zeropoint, gain, read_noise, sky, options)
-    start, guesses = _initial_values(model, inputs, init, options)
+    start, guesses = _initial_values(model, inputs, init, options, guesses)
     galaxies = dataclasses.replace(inputs.galaxies, fixed=_fixed_vectors(model, start, inputs))
     problem = options.problem(model, galaxies.data.shape[1:], None if inputs.psf is None else inputs.psf.shape[-2:],
                               _shared_fixed(model, galaxies.fixed))
@@ -369,9 +371,10 @@ def _host_inputs(model, data, sigma, mask, psf, zeropoint, gain, read_noise, sky
     return _Inputs(galaxies, psf_arr, psf_batched, batched, dtype)
 
 
-def _initial_values(model, inputs: _Inputs, init, options):
+def _initial_values(model, inputs: _Inputs, init, options, guesses=None):
     """Starting values ``{name: (G,)}`` of the free parameters and of parameters fixed at their
-    initial value (given, else automatic), and the automatic values (None when not needed)."""
+    initial value (given, else automatic), and the automatic values (None when not needed;
+    ``guesses``, when given, are used instead of measuring them)."""
     gal = inputs.galaxies
     G = gal.data.shape[0]
     dtype = inputs.dtype
@@ -384,8 +387,7 @@ def _initial_values(model, inputs: _Inputs, init, options):
     # parameters fixed at their default (a Sérsic's c0 ...) need no measurement of the image
     need_guess = [n for n in wanted if (n not in given or np.isnan(given[n]).any())
                   and not (n in open_fixed and not measured_from_image(model, n))]
-    guesses = None
-    if need_guess or parse_starts(options.starts)[0] != "none":
+    if guesses is None and (need_guess or parse_starts(options.starts)[0] != "none"):
         guesses = guess_batch(model, gal.data, gal.mask, gal.zeropoint, inputs.psf, inputs.psf_batched,
                               int(options.oversample))
     defaults = model.defaults()

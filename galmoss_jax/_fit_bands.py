@@ -185,13 +185,9 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[
     if mode == "none" and all(n in given and not np.isnan(given[n]).any() for n in wanted if n not in by_default):
         return [_JointStart({n: given[n] if n in given else np.full(G, default[n], dtype) for n in wanted})]
     # automatic values in every band (reference-band pixels)
-    guesses = []
-    for k, b in enumerate(bands):
-        inp = inputs[b]
-        gal = inp.galaxies
-        guesses.append([bm.to_band_grid(gs, k, inverse=True)
-                        for gs in guess_batch(one, gal.data, gal.mask, gal.zeropoint, inp.psf, inp.psf_batched,
-                                              int(options.oversample))])
+    own_pixels = [guess_batch(one, inputs[b].galaxies.data, inputs[b].galaxies.mask, inputs[b].galaxies.zeropoint,
+                              inputs[b].psf, inputs[b].psf_batched, int(options.oversample)) for b in bands]
+    guesses = [[bm.to_band_grid(gs, k, inverse=True) for gs in own] for k, own in enumerate(own_pixels)]
     deep = np.argmax(np.stack([_depth(inputs[b].galaxies) for b in bands]), axis=0)   # (G,)
 
     def combine(shape_from):
@@ -219,7 +215,7 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[
     # the deepest band's own fit, from the caller's values where given
     deep_start = [{n: caller[dict(bm.per_band[deep[g]])[n]][g] for n in one.layout.names
                    if dict(bm.per_band[deep[g]])[n] in caller} for g in range(G)]
-    refined = _refine_alone(bm, one, inputs, deep, deep_start, options, G, dtype)
+    refined = _refine_alone(bm, one, inputs, deep, deep_start, own_pixels, options, G, dtype)
     start = combine([{**guesses[deep[g]][g], **refined[g]} for g in range(G)])
     # A shape parameter that differs between bands (R_e, n: free, or a polynomial's anchor
     # bands) gets a second start, in which each band takes that band's own fit (begun at the
@@ -244,7 +240,7 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[
                 continue   # an interpolated band follows its anchors
             band_start = [{n: (start[table[n]][g] if table[n] in start else refined[g].get(n, guesses[k][g][n]))
                            for n in deep_start[g]} for g in range(G)]
-            own = _refine_alone(bm, one, inputs, np.where(rows, k, -1), band_start, options, G, dtype)
+            own = _refine_alone(bm, one, inputs, np.where(rows, k, -1), band_start, own_pixels, options, G, dtype)
             changed = True
             for n in own_shape:
                 j = table[n]
@@ -258,11 +254,13 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[
     return starts
 
 
-def _refine_alone(bm, one, inputs, deep, deep_start, options, G, dtype) -> list:
+def _refine_alone(bm, one, inputs, deep, deep_start, own_pixels, options, G, dtype) -> list:
     """Fit band ``deep[g]`` of each galaxy alone (its own screen of starts, ``starts="auto"``;
     no fit where ``deep[g]`` is -1) from ``deep_start`` (one-band names, reference pixels); the
-    values reached, in reference pixels, per galaxy ({} where that fit failed)."""
-    from ._fit import fit
+    values reached, in reference pixels, per galaxy ({} where that fit failed).
+    ``own_pixels[k][g]``: band k's automatic values of galaxy g in its own pixels (measured
+    once by :func:`_starts`, not again by each band's fit)."""
+    from ._fit import _prepare, _run_prepared
 
     refined = [{} for _ in range(G)]
     for k, b in enumerate(bm.bands):
@@ -274,10 +272,11 @@ def _refine_alone(bm, one, inputs, deep, deep_start, options, G, dtype) -> list:
         sub_opts = dataclasses.replace(options, errors=None, bootstrap=None, keep_samples=False,
                                        mask_neighbours=False)
         init = {n: np.array([bm.to_band_grid(deep_start[g], k)[n] for g in rows], dtype) for n in deep_start[rows[0]]}
-        res = fit(one, gal.data[rows], sigma=gal.sigma[rows], mask=gal.mask[rows],
-                  psf=None if inp.psf is None else (inp.psf[rows] if inp.psf_batched else inp.psf),
-                  zeropoint=gal.zeropoint[rows], gain=gal.gain[rows], read_noise=gal.read_noise[rows],
-                  sky=gal.sky[rows], init=init, options=sub_opts)
+        res = _run_prepared(_prepare(one, gal.data[rows], sigma=gal.sigma[rows], mask=gal.mask[rows],
+                                     psf=None if inp.psf is None else (inp.psf[rows] if inp.psf_batched else inp.psf),
+                                     zeropoint=gal.zeropoint[rows], gain=gal.gain[rows],
+                                     read_noise=gal.read_noise[rows], sky=gal.sky[rows], init=init, options=sub_opts,
+                                     guesses=[own_pixels[k][g] for g in rows]))
         for i, g in enumerate(rows):
             vals = bm.to_band_grid({n: float(res.values[n][i]) for n in res.values}, k, inverse=True)
             # a fit stopped at the iteration limit is still a better start than the guess
