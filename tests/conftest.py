@@ -7,7 +7,7 @@
   Dask workers, notebooks) and later runs compile each program once.  A cached program is the
   compiled program itself, so results do not depend on whether it came from the cache.
 * XLA:CPU compiles with its LLVM IR emitters (``FAST_COMPILE``, below): the same programs,
-  compiled in about a third less time.
+  compiled in about 40 % less time.
 * Hypothesis profiles: "ci" (the default) derandomizes every property test, so a run never
   depends on a random seed; HYPOTHESIS_PROFILE=explore draws new random examples (and keeps
   failing ones in the example database) to hunt for bugs locally.
@@ -21,12 +21,12 @@ CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 #: XLA:CPU's LLVM IR emitters instead of its newer MLIR fusion emitters: the same optimised HLO
-#: programs, compiled in ~35 % less time (a single-Sersic fit: 2.7 -> 1.7 s; the screen of
-#: starts: 0.9 -> 0.5 s) and run at the same speed to within ~10 % (benchmarks/README.md).
-#: Compiling is most of the suite's time on two cores.  tests/test_cli.py runs the command line
-#: with XLA's default settings and checks it against the fit of the test process, so both code
-#: generators are held to the same answer.  GALMOSS_TEST_XLA_DEFAULTS=1 runs everything with
-#: the defaults.
+#: programs, compiled in ~40 % less time (a single-Sersic LM fit: 2.6 -> 1.5 s; the screen of
+#: starts: 0.7 -> 0.4 s), LM run at the same speed, the float32 screen 10-16 % slower
+#: (benchmarks/compile.py).  Compiling is most of the suite's time on two cores.
+#: tests/test_example.py fits a galaxy in a subprocess with XLA's default settings and checks it
+#: against the same fit in the test process, so both code generators are held to one answer.
+#: GALMOSS_TEST_XLA_DEFAULTS=1 runs everything with the defaults.
 FAST_COMPILE = "--xla_cpu_use_fusion_emitters=false"
 
 
