@@ -586,7 +586,7 @@ def program_bytes(compiled) -> int | None:
 
 
 def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_batched: bool = False,
-                chunk: int | None = None, put=jnp.asarray, refill: bool = True, memory_limit: int | None = None,
+                chunk: int | None = None, put=jax.device_put, refill: bool = True, memory_limit: int | None = None,
                 shrink: bool = False) -> Solution:
     """The engine over a batch (host arrays in, NumPy :class:`Solution` out).
 
@@ -616,7 +616,7 @@ def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_bat
     """
     G = int(np.shape(u0)[0])
     chunk = default_chunk_size(chunk, G) if chunk is None else int(chunk)
-    shared = None if psf is None or psf_batched else jax.tree.map(jnp.asarray, psf)
+    shared = None if psf is None or psf_batched else jax.tree.map(jax.device_put, psf)
     # the caller's precision, also in the worker threads: jax.enable_x64(...) is thread-local
     x64 = bool(jax.config.jax_enable_x64)
     limit = device_free_bytes() if memory_limit is None else int(memory_limit)
@@ -628,7 +628,7 @@ def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_bat
     def call(a, chunk, lower=False):
         """The call of the galaxies from ``a`` on (or its lowered program, with ``lower``)."""
         refilled, per_call = layout(chunk)
-        if per_call == 1 and put is jnp.asarray:
+        if per_call == 1 and put is jax.device_put:
             # one galaxy, not sharded: the program of :func:`solve` (no vmap: traced in ~60 %
             # of the time, and shared with ``solve`` of the same shapes)
             take1 = lambda x: put(np.asarray(x)[a])   # noqa: E731

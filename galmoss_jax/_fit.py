@@ -16,7 +16,6 @@ import warnings
 from typing import Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._errors import DataError, ParameterError, PSFError, ShapeError
@@ -277,7 +276,7 @@ def _run_prepared(prep: _Prepared, sharding=None) -> FitResult:
     :class:`FitResult`."""
     problem, inputs, galaxies, options = prep.problem, prep.inputs, prep.galaxies, prep.options
     G = galaxies.data.shape[0]
-    put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
+    put = jax.device_put if sharding is None else functools.partial(jax.device_put, device=sharding)
     run = functools.partial(solve_batch, problem, galaxies=galaxies, psf=inputs.psf, psf_batched=inputs.psf_batched,
                             chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put,
                             refill=sharding is None, **options.batch_options(sharding))

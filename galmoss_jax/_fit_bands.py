@@ -117,7 +117,7 @@ def fit_bands(model: Model, data: Mapping, *, sigma, mask, psf, init, zeropoint,
                           oversample=int(options.oversample), sampling=options.sampling or Sampling(),
                           stat=options.stat, solver=options.solver, errors=options.error_mode,
                           constants=_shared_fixed(bm, fixed))
-    put = jnp.asarray if sharding is None else functools.partial(jax.device_put, device=sharding)
+    put = jax.device_put if sharding is None else functools.partial(jax.device_put, device=sharding)
     run = functools.partial(solve_batch, problem, galaxies=galaxies, psf=psfs, psf_batched=psf_batched,
                             chunk=G if sharding is not None else default_chunk_size(options.chunk_size, G), put=put,
                             refill=sharding is None, **options.batch_options(sharding))

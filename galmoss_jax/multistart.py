@@ -259,7 +259,8 @@ def _screen_in(problem: Problem, cands, galaxies: GalaxyData, psf, psf_batched: 
 
     def put(a):
         a = np.asarray(a)
-        return jnp.asarray(a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else a)
+        # device_put, not jnp.asarray: the latter compiles a small copy program per new shape
+        return jax.device_put(a.astype(dtype) if np.issubdtype(a.dtype, np.floating) else a)
 
     with jax.enable_x64(x64):
         value, adj = _screen(screen_problem(problem), put(cands), jax.tree.map(put, galaxies),
