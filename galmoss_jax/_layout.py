@@ -23,7 +23,6 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .transforms import clip_inside, to_physical, to_unconstrained
 
@@ -136,29 +135,16 @@ class ParamLayout:
 
     def to_unconstrained(self, x):
         """Unconstrained vector of a free vector (..., P); values on or beyond a bound are first
-        moved just inside it (:func:`galmoss_jax.transforms.clip_inside`).  A concrete ``x``
-        (the host side of a fit) goes through one compiled program per layout and shape, not
-        one small program per operation (~10 of them for each new batch size)."""
+        moved just inside it (:func:`galmoss_jax.transforms.clip_inside`)."""
         if not self.free:
             return jnp.asarray(x)
-        if not isinstance(x, jax.core.Tracer):
-            return _to_unconstrained_jit(self, x if isinstance(x, jax.Array) else np.asarray(x))
-        return self._to_unconstrained(x)
-
-    def _to_unconstrained(self, x):
         return jnp.stack([to_unconstrained(clip_inside(x[..., i], lo, hi), lo, hi)
                           for i, (lo, hi) in enumerate(self.bounds)], -1)
 
     def clip_inside(self, x):
-        """Free vector (..., P) moved strictly inside the fitting bounds (a concrete ``x``: one
-        compiled program, as :meth:`to_unconstrained`)."""
+        """Free vector (..., P) moved strictly inside the fitting bounds."""
         if not self.free:
             return jnp.asarray(x)
-        if not isinstance(x, jax.core.Tracer):
-            return _clip_inside_jit(self, x if isinstance(x, jax.Array) else np.asarray(x))
-        return self._clip_inside(x)
-
-    def _clip_inside(self, x):
         return jnp.stack([clip_inside(x[..., i], lo, hi) for i, (lo, hi) in enumerate(self.bounds)], -1)
 
     def physical_derivative(self, u):
@@ -174,9 +160,3 @@ class ParamLayout:
     def has_bounds(self, i: int) -> bool:
         lo, hi = self.bounds[i]
         return math.isfinite(lo) or math.isfinite(hi)
-
-
-# the host's transforms of concrete arrays, compiled once per layout and shape
-_to_unconstrained_jit = jax.jit(ParamLayout._to_unconstrained, static_argnums=0)
-_clip_inside_jit = jax.jit(ParamLayout._clip_inside, static_argnums=0)
-
