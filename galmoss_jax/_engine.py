@@ -603,8 +603,9 @@ def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_bat
     in blocks of :data:`CPU_BLOCK`, idle ones skipped: :func:`lane_block`).  Otherwise (``chunk == 1``, Optax
     solvers, ``refill=False``) consecutive chunks of ``chunk`` galaxies each run one vmapped
     program to the slowest member's end (a short chunk is padded with copies of its last
-    galaxy; a chunk of one galaxy runs :func:`solve`'s program, without the vmap).  Either way one compiled program serves every call of a batch, and each galaxy's
-    result is that of :func:`solve` to float rounding.  On CPU the calls run concurrently in a
+    galaxy; a chunk of one galaxy runs :func:`solve`'s program, without the vmap).  Either way
+    one compiled program serves every call of a batch, and each galaxy's result is that of
+    :func:`solve` to float rounding.  On CPU the calls run concurrently in a
     thread pool (each call is independent, so the results do not depend on the order).
 
     Memory: where a limit is known (``memory_limit`` in bytes, else the device's free memory,
@@ -628,20 +629,18 @@ def solve_batch(problem: Problem, u0, galaxies: GalaxyData, psf=None, *, psf_bat
     def call(a, chunk, lower=False):
         """The call of the galaxies from ``a`` on (or its lowered program, with ``lower``)."""
         refilled, per_call = layout(chunk)
-        if per_call == 1 and put is jax.device_put:
-            # one galaxy, not sharded: the program of :func:`solve` (no vmap: traced in ~60 %
-            # of the time, and shared with ``solve`` of the same shapes)
-            take1 = lambda x: put(np.asarray(x)[a])   # noqa: E731
-            with jax.enable_x64(x64):
-                args = (take1(u0), jax.tree.map(take1, galaxies), jax.tree.map(take1, psf) if psf_batched else shared)
-                if lower:
-                    return _solve_jit.lower(problem, *args)
-                return jax.tree.map(lambda v: np.asarray(v)[None], _solve_jit(problem, *args))
-        idx = np.minimum(np.arange(a, a + per_call), G - 1)
-        take = lambda x: put(np.asarray(x)[idx])   # noqa: E731
+        # one galaxy, not sharded: the program of :func:`solve` (no vmap: traced in ~60 % of the
+        # time, and shared with ``solve`` of the same shapes)
+        single = per_call == 1 and put is jax.device_put
+        rows = a if single else np.minimum(np.arange(a, a + per_call), G - 1)
+        take = lambda x: put(np.asarray(x)[rows])   # noqa: E731
         n_real = min(per_call, G - a)
         with jax.enable_x64(x64):
             args = (take(u0), jax.tree.map(take, galaxies), jax.tree.map(take, psf) if psf_batched else shared)
+            if single:
+                if lower:
+                    return _solve_jit.lower(problem, *args)
+                return jax.tree.map(lambda v: np.asarray(v)[None], _solve_jit(problem, *args))
             if refilled:
                 rest = (np.int32(n_real), psf_batched, chunk, lane_block(chunk))
                 if lower:
