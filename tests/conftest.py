@@ -2,10 +2,15 @@
 
 * The reference comparisons run in float64 (``jax_enable_x64``); tests/test_float32.py and the
   solver tests' float32 cases switch it off in their own bodies.
-* One persistent JAX compilation cache for the whole run, ``.jax_cache/`` at the repository
-  root (git-ignored): the test processes (pytest-xdist workers), their subprocesses (CLI,
-  Dask workers, notebooks) and later runs compile each program once.  A cached program is the
-  compiled program itself, so results do not depend on whether it came from the cache.
+* One persistent JAX compilation cache, in the user's cache folder
+  (``$XDG_CACHE_HOME/galmoss_jax/jax_compilation_cache``, by default under ``~/.cache``; set
+  ``JAX_COMPILATION_CACHE_DIR`` to use another): the test processes (pytest-xdist workers),
+  their subprocesses (CLI, Dask workers, notebooks) and later runs, from this checkout or a
+  fresh clone, compile each program once.  Its size is bounded (1 GiB, least recently used
+  programs evicted first).  A cached program is the compiled program itself, keyed by the
+  program, the JAX version and the XLA flags, so results do not depend on whether it came
+  from the cache.  On a machine without it the suite compiles everything (benchmarks/README.md:
+  the CI figures, cold and warm).
 * XLA:CPU compiles with its LLVM IR emitters (``FAST_COMPILE``, below): the same programs,
   compiled in about 40 % less time.
 * Hypothesis profiles: "ci" (the default) derandomizes every property test, so a run never
@@ -17,8 +22,28 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE = os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".jax_cache"))
+
+
+def _cache_dir() -> str:
+    """The compilation cache's folder: ``JAX_COMPILATION_CACHE_DIR`` if set, else the user's
+    cache folder, else (not writable) ``.jax_cache/`` in the checkout (git-ignored)."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return os.environ["JAX_COMPILATION_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for path in (os.path.join(base, "galmoss_jax", "jax_compilation_cache"), os.path.join(ROOT, ".jax_cache")):
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(path, os.W_OK):
+            return path
+    return os.path.join(ROOT, ".jax_cache")
+
+
+# environment variables, so that the subprocesses (CLI, Dask workers, notebook kernels) share it
+CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir()
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 ** 30))   # bytes; LRU eviction (needs filelock)
 
 #: XLA:CPU's LLVM IR emitters instead of its newer MLIR fusion emitters: the same optimised HLO
 #: programs, compiled in ~40 % less time (a single-Sersic LM fit: 2.6 -> 1.5 s; the screen of
@@ -49,6 +74,7 @@ import jax  # noqa: E402  (after the environment that configures its cache)
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_compilation_cache_dir", CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 
 try:
     from hypothesis import settings
