@@ -112,3 +112,60 @@ def test_fit_cli_matches_python_on_ic3478(tmp_path):
         names = [h.name for h in hd]
         assert names[:4] == ["PRIMARY", "DATA", "MODEL", "RESIDUAL"] and "COMP_SERSIC" in names
         np.testing.assert_allclose(hd["RESIDUAL"].data[mask], (hd["DATA"].data - hd["MODEL"].data)[mask])
+
+
+def _command(args, env_changes, cwd):
+    """The installed command's entry point (``console_main``) in a subprocess."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(env_changes)
+    out = subprocess.run([sys.executable, "-m", "galmoss_jax.cli", *args], env=env, cwd=cwd, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def _entries(path):
+    return sorted(f for f in os.listdir(path) if not f.startswith(".")) if os.path.isdir(path) else []
+
+
+def test_command_keeps_compiled_programs_in_the_user_cache(tmp_path):
+    """``galmoss-jax`` keeps its compiled programs in ``$XDG_CACHE_HOME/galmoss_jax/...`` and a
+    second run reuses them (it adds none) with the same image; ``--cache-dir none`` writes no
+    cache."""
+    params = "x0=10.3,y0=9.6,mag=18,r_e=2.5,n=3,q=0.7,pa=20"
+    # every program kept, however fast this machine compiles the small render program
+    env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    cache = tmp_path / "xdg" / "galmoss_jax" / "jax_compilation_cache"
+    images = []
+    for k, extra in enumerate(([], [], ["--cache-dir", "none"])):
+        if k == 2:
+            env["XDG_CACHE_HOME"] = str(tmp_path / "xdg2")
+        before = _entries(cache)
+        _command([*extra, "render", "--model", "sersic", "--params", params, "--shape", "21,20", "--zeropoint", "25",
+                  "--out", str(tmp_path / f"m{k}.fits")], env, tmp_path)
+        images.append(fits.getdata(tmp_path / f"m{k}.fits"))
+        if k == 0:
+            assert before == [] and len(_entries(cache)) >= 1      # the render program, compiled and kept
+        elif k == 1:
+            assert _entries(cache) == before                        # found there: nothing new compiled
+    assert not (tmp_path / "xdg2").exists()
+    p = {k: float(v) for k, v in (a.split("=") for a in params.split(","))}
+    ref = np.asarray(gj.render("sersic", p, (21, 20), zeropoint=25.0))
+    # a cached program is the compiled program itself: the same pixels
+    np.testing.assert_array_equal(images[1], images[0])
+    np.testing.assert_array_equal(images[2], images[0])
+    # the command computes in JAX's default precision (float32) there, this process in float64
+    np.testing.assert_allclose(images[0], ref, rtol=2e-5, atol=0)
+
+
+def test_cache_dir_that_cannot_be_made_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    assert main(["--cache-dir", str(tmp_path / "a_file" / "cache"), "render", "--model", "sersic", "--params",
+                 "x0=5,y0=5,mag=18,r_e=2,n=1,q=1,pa=0", "--shape", "11,11", "--zeropoint", "25",
+                 "--out", str(tmp_path / "m.fits")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("galmoss-jax: error: --cache-dir: cannot create") and err.count("\n") == 1
+    assert not (tmp_path / "m.fits").exists()
