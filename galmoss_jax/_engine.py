@@ -223,7 +223,8 @@ def _normal_parts(problem: Problem, u, galaxy, psf_fft):
 def _minimise(problem: Problem, u0, galaxy, psf_fft):
     """(u*, J^T J at u*, n_iter, status, L at u*) from the start ``u0``; L is the sum of squared
     residuals, as the solver found it (no second rendering of the model)."""
-    res = problem.solver.minimise(lambda u, a: problem.residuals(u, *a), u0, (galaxy, psf_fft))
+    res = problem.solver.minimise(lambda u, a: problem.residuals(u, *a), u0, (galaxy, psf_fft),
+                                  *problem.layout.unconstrained_box())
     return _solver_outputs(problem, res, galaxy, psf_fft)
 
 
@@ -342,10 +343,12 @@ def _solve_refill(problem: Problem, u0, galaxies: GalaxyData, psf, n_real, psf_b
     P = u0.shape[1]
     psf_fft = jax.vmap(problem.psf_transform)(psf) if psf_batched else problem.psf_transform(psf)
     if psf_batched:
-        parts = problem.solver.parts(lambda u, a: problem.residuals(u, *a), P, u0.dtype)
+        parts = problem.solver.parts(lambda u, a: problem.residuals(u, *a), P, u0.dtype,
+                                     *problem.layout.unconstrained_box())
         args = (galaxies, psf_fft)
     else:   # a shared PSF's transform is computed once and closed over by every lane's step
-        parts = problem.solver.parts(lambda u, g: problem.residuals(u, g, psf_fft), P, u0.dtype)
+        parts = problem.solver.parts(lambda u, g: problem.residuals(u, g, psf_fft), P, u0.dtype,
+                                     *problem.layout.unconstrained_box())
         args = galaxies
     states, stats = refill_minimise(parts, u0, args, lanes=lanes, block=block, n_real=n_real)
 

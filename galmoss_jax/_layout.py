@@ -23,8 +23,9 @@ from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from .transforms import clip_inside, to_physical, to_unconstrained
+from .transforms import BOUND_MARGIN, clip_inside, to_physical, to_unconstrained
 
 __all__ = ["ParamLayout"]
 
@@ -146,6 +147,25 @@ class ParamLayout:
         if not self.free:
             return jnp.asarray(x)
         return jnp.stack([clip_inside(x[..., i], lo, hi) for i, (lo, hi) in enumerate(self.bounds)], -1)
+
+    def unconstrained_box(self):
+        """``(lower, upper)``, NumPy (P,): the unconstrained values of the points just inside
+        each parameter's bounds where :func:`galmoss_jax.transforms.clip_inside` puts starts (a
+        margin of 1e-6 of the range between two bounds, of 1e-6 of |bound| (at least 1e-6)
+        beside one); -inf / +inf where there is no limit.  The solvers keep their trial points in
+        this box: beyond it a bounded parameter sits on its bound to that margin, its transform
+        flattens (d x / d u -> 0) and a Gauss-Newton step in ``u`` grows without limit (steps to
+        u ~ -1e3 left J^T J singular in a fit that had converged with R_e on its bound)."""
+        lower, upper = np.full(len(self.free), -np.inf), np.full(len(self.free), np.inf)
+        for i, (lo, hi) in enumerate(self.bounds):
+            if math.isfinite(lo) and math.isfinite(hi):
+                t = BOUND_MARGIN
+                upper[i] = math.log1p(-t) - math.log(t)
+                lower[i] = -upper[i]
+            elif math.isfinite(lo) or math.isfinite(hi):   # softplus: u -> -inf approaches the bound
+                y = max(BOUND_MARGIN * abs(lo if math.isfinite(lo) else hi), 1e-6)
+                lower[i] = y + math.log(-math.expm1(-y))
+        return lower, upper
 
     def physical_derivative(self, u):
         """d x_i / d u_i (..., P): the (diagonal) Jacobian of :meth:`to_physical`."""

@@ -53,7 +53,13 @@ def _inv_softplus(y):
     return y + jnp.log(-jnp.expm1(-y))
 
 
-def clip_inside(p, lo: float, hi: float, frac: float = 1e-6):
+#: how far inside its bounds a start is put, as a fraction of the range (or of |bound|, at least
+#: 1e-6, beside one bound): :func:`clip_inside`, and the solvers' box in the unconstrained space
+#: (:meth:`galmoss_jax._layout.ParamLayout.unconstrained_box`)
+BOUND_MARGIN = 1e-6
+
+
+def clip_inside(p, lo: float, hi: float, frac: float = BOUND_MARGIN):
     """Move ``p`` strictly inside ``[lo, hi]`` (a margin of ``frac`` of the range, or 1e-6 abs)."""
     k = _kind(lo, hi)
     # never less than one float step inside, or the map would give an infinite u

@@ -219,3 +219,26 @@ def test_sky_component_recovers_added_sky(galaxy, gn_fit):
     pull_mag = (plain["mag"] - TRUTH["mag"]) / plain.errors["sersic.mag"]
     print("plain Sérsic: mag pulls", np.round(pull_mag, 1), "chi2_nu", np.round(plain.chi2_nu, 2))
     assert np.all(pull_mag < -5)
+
+
+def test_a_parameter_whose_optimum_lies_beyond_its_bound_ends_on_it(galaxy):
+    """n bounded to [2.5, 6] for a galaxy of n = 1.5: the fit stops with n on its lower bound
+    (to the 1e-6 margin of the range where the solvers hold it), status 0, finite errors of the
+    other parameters, and the Karush-Kuhn-Tucker conditions hold in finite differences of chi2
+    from renders: every other parameter at its optimum (gradient x error below 0.02, i.e.
+    within 0.01 sigma), and chi2 falling towards lower n."""
+    data, sig = galaxy
+    model = gj.Model("sersic", bounds={"n": (2.5, 6.0)})
+    res = fit(model, data, sigma=sig, zeropoint=S.ZP, sampling=S.SAMPLING, init=dict(TRUTH, n=3.0), starts=1)
+    assert int(res.status[0]) == 0, res.status_msg[0]
+    assert 2.5 <= float(res.values["sersic.n"][0]) < 2.5 + 1e-5
+    err = np.array([float(res.errors[f"sersic.{k}"][0]) for k in S.PARAMS])
+    x = np.array([float(res.values[f"sersic.{k}"][0]) for k in S.PARAMS])
+    others = [i for i, k in enumerate(S.PARAMS) if k != "n"]
+    assert np.all(np.isfinite(err[others]) & (err[others] > 0))
+    h = np.where(np.isfinite(err) & (err > 0), 1e-3 * err, 1e-6)
+    steps = np.concatenate([np.diag(h), -np.diag(h)])
+    c = chi2_of(data, sig, {k: x[i] + steps[:, i] for i, k in enumerate(S.PARAMS)})
+    grad = (c[:len(x)] - c[len(x):]) / (2 * h)
+    assert np.all(np.abs(grad[others] * err[others]) < 0.02), dict(zip(S.PARAMS, grad * err))
+    assert grad[S.PARAMS.index("n")] > 0

@@ -56,8 +56,11 @@ def test_refilled_lanes_equal_single_solves_and_cost_the_sum_of_passes():
     single = jax.jit(lambda u0, a: levenberg_marquardt(rosenbrock, u0, a, max_iter=MAX))
     for k in range(len(STARTS)):
         one = jax.tree.map(np.asarray, single(jnp.asarray(STARTS[k]), SCALES[k]))
+        # the same steps (status and count), to the rounding of a vmapped evaluation: Nielsen's
+        # damping factor, a cubic in the gain ratio, carries that rounding from step to step
+        # (1.8e-11 relative measured after 25 steps in the steep valley)
         assert batch.status[k] == one.status and batch.n_iter[k] == one.n_iter
-        np.testing.assert_allclose(batch.u[k], one.u, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(batch.u[k], one.u, rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(batch.chi2[k], one.chi2, rtol=1e-10, atol=1e-28)
     # the far start in the steep valley hits the iteration limit; the NaN start stops at once
     assert batch.status[1] == MAX_ITER and batch.n_iter[1] == MAX

@@ -271,6 +271,54 @@ def test_nonfinite_trial_step_is_rejected():
     np.testing.assert_allclose(res.u, [0.01], rtol=1e-10)
 
 
+def test_both_damping_rules_reach_the_rosenbrock_minimum():
+    """Nielsen's rule (the default) and Marquardt's fixed factors (``lambda_up``/``lambda_down``
+    given) both end at the analytic minimum (1, 1) of Rosenbrock's function."""
+    for kw in ({}, {"lambda_up": 10.0}, {"lambda_down": 0.1}, {"lambda_up": 4.0, "lambda_down": 0.5}):
+        res = jax.jit(lambda u: levenberg_marquardt(rosenbrock, u, None, **TIGHT, **kw))(jnp.array([-1.2, 1.0]))
+        assert int(res.status) == SUCCESS, kw
+        np.testing.assert_allclose(res.u, [1.0, 1.0], atol=1e-10, err_msg=str(kw))
+
+
+def _on_the_bound(u, _):
+    """x1 = softplus(u1) >= 0 (a lower bound), x2 = u2; unconstrained minimum at x1 < 0, so the
+    minimum over x1 >= 0 is x1 = 0 with x2 = 2.2 (d/dx2 [(x2 - 2)^2 + (3 - x2)^2 / 4] = 0),
+    where the gradient in x1, 2 + (3 - 2.2) / 2 = 2.4, still points below the bound."""
+    x1, x2 = jax.nn.softplus(u[0]), u[1]
+    return jnp.stack([x1 + 1.0, x2 - 2.0, 0.5 * (x1 - x2 + 3.0)])
+
+
+@pytest.mark.parametrize("damping", [{}, {"lambda_up": 10.0, "lambda_down": 0.1}], ids=["nielsen", "marquardt"])
+def test_box_holds_a_parameter_whose_minimum_lies_beyond_its_bound(damping):
+    """With the box (``lower``) a bounded parameter whose optimum lies beyond its bound stops on
+    the box edge, the others reach the analytic constrained optimum, and the fit converges
+    (SUCCESS) with a regular J^T J.  Without it the Gauss-Newton steps in u run off towards
+    -inf, where softplus flattens and J^T J becomes singular."""
+    edge = float(np.log(np.expm1(1e-6)))            # softplus(edge) = 1e-6: the engine's margin
+    u0 = jnp.array([1.0, 0.0])
+    res = jax.jit(lambda u: levenberg_marquardt(_on_the_bound, u, None, lower=jnp.array([edge, -jnp.inf]),
+                                                upper=jnp.array([jnp.inf, jnp.inf]), **damping))(u0)
+    assert int(res.status) == SUCCESS
+    assert float(res.u[0]) == pytest.approx(edge, abs=1e-9)
+    assert float(res.u[1]) == pytest.approx(2.2, abs=1e-6)
+    assert np.linalg.cond(np.asarray(res.jtj)) < 1e13
+    free = jax.jit(lambda u: levenberg_marquardt(_on_the_bound, u, None, **damping))(u0)
+    assert float(free.u[0]) < edge - 5                    # ran past the edge without the box
+    assert float(free.u[1]) == pytest.approx(2.2, abs=1e-3)
+
+
+def test_optax_steps_stay_in_the_box():
+    """Projected Adam steps: started 0.02 inside the box edge, with steps of ~0.05 pulling
+    out of it, the bounded parameter stops on the edge (not past it), and the other one
+    reaches the analytic constrained optimum (x2 = 2.2)."""
+    edge = float(np.log(np.expm1(1e-6)))
+    res = jax.jit(lambda u: optax_minimise(lambda v, a: jnp.sum(_on_the_bound(v, a) ** 2), u, None,
+                                           optax.adam(0.05), max_iter=3000, lower=jnp.array([edge, -jnp.inf]),
+                                           upper=jnp.array([jnp.inf, jnp.inf])))(jnp.array([edge + 0.02, 0.0]))
+    assert float(res.u[0]) == edge
+    assert float(res.u[1]) == pytest.approx(2.2, abs=1e-3)
+
+
 def test_no_downhill_step_gives_stalled():
     # Residuals are finite only at the start point, so every trial step is rejected and
     # the damping climbs past lambda_max: STALLED, with the start returned unchanged.

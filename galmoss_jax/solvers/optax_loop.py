@@ -50,6 +50,8 @@ def optax_minimise(
     max_iter: int = 2000,
     patience: int = 100,
     rtol: float = 1e-7,
+    lower=None,
+    upper=None,
 ) -> OptaxResult:
     """Minimise a scalar ``loss_fn(u, args)`` with an Optax optimiser, for one problem.
 
@@ -68,6 +70,9 @@ def optax_minimise(
             reference is the loss at the last such significant improvement.
         rtol: relative improvement that resets the patience counter; raised to at
             least ``4 * eps`` of the dtype (smaller changes are rounding noise).
+        lower, upper: optional bounds (P,) on ``u`` (-inf / +inf for none): every step is
+            projected onto this box (projected gradient steps), as in
+            :func:`galmoss_jax.solvers.levenberg_marquardt`.
 
     Returns:
         :class:`OptaxResult` with the best point ``u``, its ``loss``, ``n_iter``
@@ -90,6 +95,8 @@ def optax_minimise(
     dtype = u0.dtype
     eps = jnp.finfo(dtype).eps
     rtol_ = jnp.maximum(jnp.asarray(rtol, dtype), 4 * eps)
+    box_lo = jnp.full(u0.shape, -jnp.inf, dtype) if lower is None else jnp.asarray(lower, dtype)
+    box_hi = jnp.full(u0.shape, jnp.inf, dtype) if upper is None else jnp.asarray(upper, dtype)
 
     def _loss(v):
         return jnp.asarray(loss_fn(v, args)).astype(dtype).reshape(())
@@ -110,7 +117,8 @@ def optax_minimise(
     def body(state):
         u, opt_state, g, best_u, best_loss, ref_loss, stall, n_it, status, done, started = state
         updates, opt_state_n = optimizer.update(g, opt_state, u)
-        u_n = jnp.where(started, optax.apply_updates(u, updates).astype(dtype), u0)
+        stepped = jnp.clip(optax.apply_updates(u, updates).astype(dtype), box_lo, box_hi)
+        u_n = jnp.where(started, stepped, u0)
         loss_n, g_n = value_and_grad(u_n)
         fin_loss = jnp.isfinite(loss_n) & jnp.all(jnp.isfinite(u_n))
         fin_grad = jnp.all(jnp.isfinite(g_n))
@@ -175,7 +183,9 @@ class OptaxSolver(eqx.Module):
         if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
             raise ParameterError(f"max_iter must be a positive integer, got {self.max_iter!r}")
 
-    def minimise(self, residual_fn, u0, args=None) -> OptaxResult:
-        """Minimise ``sum(residual_fn(u, args) ** 2)`` from ``u0`` (one problem; vmap it)."""
+    def minimise(self, residual_fn, u0, args=None, lower=None, upper=None) -> OptaxResult:
+        """Minimise ``sum(residual_fn(u, args) ** 2)`` from ``u0`` (one problem; vmap it),
+        ``u`` kept inside ``[lower, upper]`` (optional, (P,))."""
         return optax_minimise(lambda u, a: jnp.sum(jnp.square(residual_fn(u, a))), u0, args, self.optimizer,
-                              max_iter=self.max_iter, patience=self.patience, rtol=self.rtol)
+                              max_iter=self.max_iter, patience=self.patience, rtol=self.rtol, lower=lower,
+                              upper=upper)
