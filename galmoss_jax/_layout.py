@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .transforms import BOUND_MARGIN, clip_inside, to_physical, to_unconstrained
+from .transforms import clip_inside, to_physical, to_unconstrained, unconstrained_limits
 
 __all__ = ["ParamLayout"]
 
@@ -156,16 +156,8 @@ class ParamLayout:
         this box: beyond it a bounded parameter sits on its bound to that margin, its transform
         flattens (d x / d u -> 0) and a Gauss-Newton step in ``u`` grows without limit (steps to
         u ~ -1e3 left J^T J singular in a fit that had converged with R_e on its bound)."""
-        lower, upper = np.full(len(self.free), -np.inf), np.full(len(self.free), np.inf)
-        for i, (lo, hi) in enumerate(self.bounds):
-            if math.isfinite(lo) and math.isfinite(hi):
-                t = BOUND_MARGIN
-                upper[i] = math.log1p(-t) - math.log(t)
-                lower[i] = -upper[i]
-            elif math.isfinite(lo) or math.isfinite(hi):   # softplus: u -> -inf approaches the bound
-                y = max(BOUND_MARGIN * abs(lo if math.isfinite(lo) else hi), 1e-6)
-                lower[i] = y + math.log(-math.expm1(-y))
-        return lower, upper
+        limits = [unconstrained_limits(lo, hi) for lo, hi in self.bounds]
+        return np.array([a for a, _ in limits], float), np.array([b for _, b in limits], float)
 
     def physical_derivative(self, u):
         """d x_i / d u_i (..., P): the (diagonal) Jacobian of :meth:`to_physical`."""

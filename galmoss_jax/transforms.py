@@ -55,8 +55,13 @@ def _inv_softplus(y):
 
 #: how far inside its bounds a start is put, as a fraction of the range (or of |bound|, at least
 #: 1e-6, beside one bound): :func:`clip_inside`, and the solvers' box in the unconstrained space
-#: (:meth:`galmoss_jax._layout.ParamLayout.unconstrained_box`)
+#: (:func:`unconstrained_limits`)
 BOUND_MARGIN = 1e-6
+
+
+def _one_side_margin(bound: float, frac: float) -> float:
+    """Distance inside a single bound (softplus side): ``frac`` of |bound|, at least 1e-6."""
+    return max(frac * abs(bound), 1e-6)
 
 
 def clip_inside(p, lo: float, hi: float, frac: float = BOUND_MARGIN):
@@ -67,7 +72,21 @@ def clip_inside(p, lo: float, hi: float, frac: float = BOUND_MARGIN):
         m = frac * (hi - lo)
         return jnp.clip(p, max(lo + m, math.nextafter(lo, hi)), min(hi - m, math.nextafter(hi, lo)))
     if k == "lower":
-        return jnp.maximum(p, max(lo + max(frac * abs(lo), 1e-6), math.nextafter(lo, math.inf)))
+        return jnp.maximum(p, max(lo + _one_side_margin(lo, frac), math.nextafter(lo, math.inf)))
     if k == "upper":
-        return jnp.minimum(p, min(hi - max(frac * abs(hi), 1e-6), math.nextafter(hi, -math.inf)))
+        return jnp.minimum(p, min(hi - _one_side_margin(hi, frac), math.nextafter(hi, -math.inf)))
     return p
+
+
+def unconstrained_limits(lo: float, hi: float, frac: float = BOUND_MARGIN) -> tuple[float, float]:
+    """``(lower, upper)``: the unconstrained values of the points where :func:`clip_inside`
+    puts a value on a bound (-inf / +inf where there is no limit).  Plain ``math``, so that it
+    gives Python floats while a caller is being traced by JAX."""
+    k = _kind(lo, hi)
+    if k == "both":             # logit of the fraction frac of the range
+        u = math.log(frac) - math.log1p(-frac)
+        return u, -u
+    if k in ("lower", "upper"):  # softplus: u -> -inf approaches the bound; the inverse as _inv_softplus
+        y = _one_side_margin(lo if k == "lower" else hi, frac)
+        return y + math.log(-math.expm1(-y)), math.inf
+    return -math.inf, math.inf

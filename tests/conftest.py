@@ -26,7 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _cache_dir() -> str:
     """The compilation cache's folder: ``JAX_COMPILATION_CACHE_DIR`` if set, else the user's
-    cache folder, else (not writable) ``.jax_cache/`` in the checkout (git-ignored)."""
+    cache folder (the folder of ``galmoss_jax.cli.default_cache_dir``, written out here because
+    importing the package would load JAX before this file has set up its environment), else
+    (not writable) ``.jax_cache/`` in the checkout (git-ignored)."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return os.environ["JAX_COMPILATION_CACHE_DIR"]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -43,7 +45,8 @@ def _cache_dir() -> str:
 # environment variables, so that the subprocesses (CLI, Dask workers, notebook kernels) share it
 CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir()
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 ** 30))   # bytes; LRU eviction (needs filelock)
+# bytes, LRU eviction (needs filelock): the command's bound, galmoss_jax.cli.CACHE_MAX_BYTES
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 ** 30))
 
 #: XLA:CPU's LLVM IR emitters instead of its newer MLIR fusion emitters: the same optimised HLO
 #: programs, compiled in ~40 % less time (a single-Sersic LM fit: 2.6 -> 1.5 s; the screen of
