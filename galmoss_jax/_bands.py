@@ -50,7 +50,7 @@ from ._engine import Errors, GalaxyData
 from ._errors import ParameterError, ShapeError
 from ._layout import ParamLayout
 from .likelihood import Statistic
-from .model import Model, Sampling, _render_one
+from .model import Model, Sampling, _render_one, split_pays
 from .psf import stamp_psf_transform
 from .solvers import LevenbergMarquardt, OptaxSolver
 
@@ -338,8 +338,10 @@ class BandProblem:
         those that the fit varies, ``const`` the fixed ones (``model.base.layout`` order)."""
         p = dict(zip(self._varying, vec))
         p.update(zip(self._fixed, const))
+        # split by component: the band's derivative is always a forward-mode Jacobian
+        # (:func:`_band_image`), whatever the solver
         return _render_one(self.model.base, p, self.shapes[k], psf_fft, self.psf_shapes[k], self.oversample,
-                           zeropoint, self.sampling)
+                           zeropoint, self.sampling, split_jacobian=split_pays(self.model.base))
 
     def residuals_physical(self, x, galaxy: BandData, psf_fft):
         imgs = self.render_bands(x, galaxy, psf_fft)

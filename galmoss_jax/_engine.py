@@ -35,7 +35,7 @@ import numpy as np
 from ._errors import MemoryLimitError, ParameterError, ShapeError
 from ._conventions import fold_axis_ratio
 from .likelihood import Statistic, residuals, statistic_value
-from .model import Model, Sampling, _render_one, as_model
+from .model import Model, Sampling, _render_one, as_model, split_pays
 from ._noise import sigma_from_data, usable_pixels
 from .psf import as_psf, stamp_psf_transform
 from .solvers import LevenbergMarquardt, OptaxSolver, as_solver
@@ -99,7 +99,15 @@ class Problem:
         model = self.model if model is None else model
         p = {n: v for n, v in p.items() if n in model.layout.names}
         return _render_one(model, p, self.shape, psf_fft, self.psf_shape, self.oversample,
-                           galaxy.zeropoint, self.sampling)
+                           galaxy.zeropoint, self.sampling, split_jacobian=self.split_jacobian)
+
+    @property
+    def split_jacobian(self) -> bool:
+        """Whether the renders differentiate each surface component in its own parameters
+        (:func:`galmoss_jax.model._surface_light_split`): for a forward-mode solver (Levenberg-
+        Marquardt: one Jacobian per step) and a model of several surface components.  A
+        gradient solver (Optax, reverse mode) renders as usual."""
+        return isinstance(self.solver, LevenbergMarquardt) and split_pays(self.model)
 
     # -- what the engine asks of a problem (a multiband problem answers the same:
     #    :class:`galmoss_jax._bands.BandProblem`) ----------------------------------------------
