@@ -521,13 +521,14 @@ def _surface_light_split_jvp(spec, grid, sampling, dtype, primals, tangents):
 
     def light(vec):
         q = {**cp, **{n: vec[i] for i, n in enumerate(live)}}
-        out = _surface_light(spec, grid, sampling, dtype, q, vec[-1] if with_zp else zp)
-        return out, out
+        return _surface_light(spec, grid, sampling, dtype, q, vec[-1] if with_zp else zp)
 
     vec = jnp.stack([jnp.asarray(cp[n], dtype) for n in live] + ([jnp.asarray(zp, dtype)] if with_zp else []))
     dvec = jnp.stack([jnp.asarray(dcp[n], dtype) for n in live] + ([jnp.asarray(dzp, dtype)] if with_zp else []))
-    jac, out = jax.jacfwd(light, has_aux=True)(vec)   # the light and its Jacobian in one pass
-    return out, jax.tree.map(lambda j: jnp.tensordot(j, dvec, axes=1, precision=_HIGHEST), jac)
+    # the light and its Jacobian in one pass, the parameter axis first (jax.jacfwd puts it
+    # last): the contraction with the tangents is then one matrix product without transposes
+    out, jac = jax.vmap(lambda t: jax.jvp(light, (vec,), (t,)), out_axes=(None, 0))(jnp.eye(vec.shape[0], dtype=dtype))
+    return out, jax.tree.map(lambda j: jnp.tensordot(dvec, j, axes=1, precision=_HIGHEST), jac)
 
 
 _surface_light_split.defjvp(_surface_light_split_jvp, symbolic_zeros=True)
