@@ -393,15 +393,16 @@ def _band_image_jvp(problem, k, primals, tangents):
     d_vec, d_const, d_psf, d_zp = tangents
 
     def render(v):
-        img = problem.render_band(k, v, const, psf_fft, zp)
-        return img, img
+        return problem.render_band(k, v, const, psf_fft, zp)
 
     if isinstance(d_vec, SymbolicZero):
         img = problem.render_band(k, vec, const, psf_fft, zp)
         out = jnp.zeros_like(img)
-    else:   # the image and its Jacobian (H, W, n) in one forward pass
-        jac, img = jax.jacfwd(render, has_aux=True)(vec)
-        out = jnp.tensordot(jac, d_vec, axes=1, precision=jax.lax.Precision.HIGHEST)
+    else:   # the image and its Jacobian (n, H, W) in one forward pass, the parameter axis first
+        # (jax.jacfwd puts it last): the contraction is then one matrix product without transposes
+        img, jac = jax.vmap(lambda t: jax.jvp(render, (vec,), (t,)), out_axes=(None, 0))(
+            jnp.eye(vec.shape[0], dtype=vec.dtype))
+        out = jnp.tensordot(d_vec, jac, axes=1, precision=jax.lax.Precision.HIGHEST)
     zero = lambda t: isinstance(t, SymbolicZero)   # noqa: E731
     if not all(zero(t) for t in jax.tree.leaves((d_const, d_psf, d_zp), is_leaf=zero)):
         d_rest = jax.tree.map(_materialise, (d_const, d_psf, d_zp), (const, psf_fft, zp), is_leaf=zero)
