@@ -1,6 +1,7 @@
 """Cost of one forward-mode Jacobian of a render: the whole model differentiated at once against
-each surface component differentiated in its own parameters (``split_jacobian``, what
-Levenberg-Marquardt's problem uses for models of several components).
+each surface component differentiated in its own parameters, its magnitude's and the zero
+point's derivatives written from its light (``split_jacobian``, what Levenberg-Marquardt's
+problem uses).
 
 Models: a Sérsic (7 free parameters), bulge (Sérsic) + disc (exponential) (13) and four
 Sérsics (28), on a square stamp with a 27 x 27 Gaussian PSF and the default ``Sampling``.

@@ -103,10 +103,12 @@ class Problem:
 
     @property
     def split_jacobian(self) -> bool:
-        """Whether the renders differentiate each surface component in its own parameters
+        """Whether the renders differentiate each surface component in its own parameters, its
+        magnitude's derivative written from its light
         (:func:`galmoss_jax.model._surface_light_split`): for a forward-mode solver (Levenberg-
-        Marquardt: one Jacobian per step) and a model of several surface components.  A
-        gradient solver (Optax, reverse mode) renders as usual."""
+        Marquardt: one Jacobian per step) and a model where that saves work
+        (:func:`galmoss_jax.model.split_pays`).  A gradient solver (Optax, reverse mode)
+        renders as usual."""
         return isinstance(self.solver, LevenbergMarquardt) and split_pays(self.model)
 
     # -- what the engine asks of a problem (a multiband problem answers the same:

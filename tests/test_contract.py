@@ -125,6 +125,17 @@ def test_profile_contract(name):
     if spec.kind != "sky":
         assert np.max(np.abs(img)) > 0, f"{name}: the default parameters render an empty stamp"
 
+    # -- a declared magnitude is a pure scale: 10^(-0.4 (m - zp)) times the rest (the split
+    #    Jacobian writes those two derivatives from it) ------------------------------------------
+    if spec.magnitude is not None:
+        d = 0.37
+        brighter = np.asarray(render(model, dict(base, **{spec.magnitude: base[spec.magnitude] - d}), SHAPE, **kw))
+        np.testing.assert_allclose(brighter, img * 10 ** (0.4 * d), rtol=1e-12, atol=1e-14 * scale,
+                                   err_msg=f"{name}: {spec.magnitude} is not a pure scale")
+        fainter = np.asarray(render(model, base, SHAPE, psf=psf, zeropoint=ZP - d))
+        np.testing.assert_allclose(fainter, img * 10 ** (-0.4 * d), rtol=1e-12, atol=1e-14 * scale,
+                                   err_msg=f"{name}: the zero point is not a pure scale")
+
     # -- vmap == loop --------------------------------------------------------------------------
     sets = [_perturbed(spec, base, k) for k in range(3)]
     batch = np.asarray(render(model, _stack(sets), SHAPE, **kw))
@@ -170,3 +181,5 @@ def test_every_profile_is_covered():
     assert {"sersic", "ferrer", "king", "broken_exponential", "edge_on_disk", "nuker",
             "core_sersic"} <= set(PROFILES)
     assert galmoss_jax.PROFILES is PROFILES
+    # every built-in profile of light declares its magnitude (checked to be a pure scale above)
+    assert all(spec.magnitude is not None for spec in PROFILES.values() if spec.kind == "surface")

@@ -6,6 +6,7 @@ threads) for the batch, analytic derivatives (the zero point moves a fitted magn
 one; a least-squares flux is linear in the data), and central finite differences of refits
 for the derivative with respect to the PSF width.
 """
+import dataclasses
 import math
 
 import jax
@@ -255,22 +256,27 @@ def test_bad_pixels_and_empty_stamps_are_values_not_errors(batch):
     assert int(sol.status[2]) == 0
 
 
-BD = gj.Model("bulge:sersic+disk:exponential", tied={"disk.x0": "bulge.x0", "disk.y0": "bulge.y0"})
+# the disc without its declared magnitude: its magnitude's and the zero point's derivatives go
+# through the pixel integration, the bulge's are written from the light
+PLAIN_EXPONENTIAL = dataclasses.replace(gj.PROFILES["exponential"], name="exponential_plain", magnitude=None)
+BD = gj.Model({"bulge": "sersic", "disk": PLAIN_EXPONENTIAL}, tied={"disk.x0": "bulge.x0", "disk.y0": "bulge.y0"})
 BD_TRUTH = {"bulge.x0": 11.3, "bulge.y0": 12.1, "bulge.mag": 18.0, "bulge.r_e": 1.5, "bulge.n": 3.5,
             "bulge.q": 0.8, "bulge.pa": 20.0, "disk.mag": 17.3, "disk.r_s": 4.0, "disk.q": 0.5, "disk.pa": -40.0}
 
 
 def test_jacobian_of_several_components_split_by_component():
     """The Levenberg-Marquardt problem of a bulge + disc differentiates each component in its
-    own parameters (``model._surface_light_split``).  Its Jacobian equals central finite
+    own parameters (``model._surface_light_split``; the bulge's magnitude and the zero point
+    from its light, the disc's through the integration).  Its Jacobian equals central finite
     differences of the render (which never runs that rule), in float64 to 1e-6 of each column;
-    the derivative in the zero point (a tangent that also passes through the rule) is the
-    analytic 0.4 ln(10) x the image; and reverse mode through the rule gives J^T r."""
+    the derivative in the zero point is the analytic 0.4 ln(10) x the image; and reverse mode
+    through the rule gives J^T r."""
     problem = _engine.Problem(model=BD, shape=(S, S), psf_shape=PSF.shape)
     assert problem.split_jacobian
     assert not _engine.Problem(model=BD, shape=(S, S), psf_shape=PSF.shape,
                                solver=gj.OptaxSolver(optax.adam(0.01))).split_jacobian
-    assert not _engine.Problem(model=gj.Model("sersic"), shape=(S, S)).split_jacobian
+    assert _engine.Problem(model=gj.Model("sersic"), shape=(S, S)).split_jacobian       # its magnitude
+    assert not _engine.Problem(model=gj.Model(PLAIN_EXPONENTIAL), shape=(S, S)).split_jacobian
     x = jnp.asarray([BD_TRUTH[n] for n in BD.free_names])
     one = jnp.ones((S, S))
     psf_fft = problem.psf_transform(jnp.asarray(PSF))

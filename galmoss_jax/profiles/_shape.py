@@ -236,6 +236,7 @@ def shaped_profile(base: ProfileSpec, shape: Shape) -> ProfileSpec:
             f"profile's).\n\n{base.doc}",
         base=base,
         shape=shape,
+        magnitude=base.magnitude,   # the modes only move and scale the coordinates
     )
 
 

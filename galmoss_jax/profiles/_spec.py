@@ -53,6 +53,11 @@ class ProfileSpec:
         grading: ``grading(p) -> k >= 1``: radial grading exponent for the sub-pixel quadrature
             near the centre (``n`` for a Sérsic; 1 for smooth cores).
         doc: formula and references.
+        magnitude: the parameter ``m`` (a magnitude or a surface brightness in mag / pixel^2)
+            such that the brightness is ``10**(-0.4 * (m - zeropoint))`` times a function of the
+            other parameters, or None.  Renders then write the derivative in ``m`` and in the
+            zero point as that factor times the light (``galmoss_jax.model._surface_light_split``)
+            instead of carrying their tangents through the pixel integration.
         base, shape: for a profile with GALFIT's shape modes (``"sersic[f1,f3,rot]"``,
             :mod:`galmoss_jax.profiles._shape`), the profile it modifies and its
             :class:`~galmoss_jax.profiles._shape.Shape`; None otherwise.
@@ -67,11 +72,14 @@ class ProfileSpec:
     doc: str = ""
     base: "ProfileSpec | None" = None
     shape: object = None
+    magnitude: str | None = None
 
     def __post_init__(self):
         if self.kind not in ("surface", "point", "sky"):
             raise ProfileError(f"ProfileSpec {self.name!r}: kind must be 'surface', 'point' or 'sky', got {self.kind!r}")
         names = [p.name for p in self.params]
+        if self.magnitude is not None and self.magnitude not in names:
+            raise ProfileError(f"ProfileSpec {self.name!r}: magnitude {self.magnitude!r} is not one of its parameters")
         if len(set(names)) != len(names):
             raise ProfileError(f"ProfileSpec {self.name!r}: duplicate parameter names {names}")
         if self.kind in ("surface", "point") and not {"x0", "y0"} <= set(names):

@@ -64,6 +64,7 @@ BROKEN_EXPONENTIAL = register_profile(ProfileSpec(
         Param("alpha", 1.0, 0.01, 20.0, unit="1 / pixel", doc="sharpness of the break"),
     ) + shape_params(),
     brightness=broken_exponential_brightness,
+    magnitude="mu_0",   # the brightness is 10^(-0.4 (mu_0 - zeropoint)) times the rest
     total_flux=broken_exponential_total_flux,
     doc=broken_exponential_brightness.__doc__,
 ))

@@ -104,6 +104,7 @@ CORE_SERSIC = register_profile(ProfileSpec(
         Param("gamma", 0.3, 0.0, 1.5, unit="", doc="inner power-law slope"),
     ) + shape_params(),
     brightness=core_sersic_brightness,
+    magnitude="mu_b",   # the brightness is 10^(-0.4 (mu_b - zeropoint)) times the rest
     total_flux=core_sersic_total_flux,
     # the cusp needs k = 2/(2-gamma); a break well inside the central pixel leaves a Sérsic
     # r^(1/n) cusp outside it, which wants k ~ n, but k = n over-grades breaks of ~0.2 px and

@@ -123,6 +123,7 @@ EDGE_ON_DISK = register_profile(ProfileSpec(
         Param("pa", 0.0, unit="deg", doc="position angle of the disk plane, CCW from +y", periodic=180.0),
     ),
     brightness=edge_on_disk_brightness,
+    magnitude="mu_0",   # the brightness is 10^(-0.4 (mu_0 - zeropoint)) times the rest
     total_flux=edge_on_disk_total_flux,
     doc=edge_on_disk_brightness.__doc__,
 ))

@@ -52,6 +52,7 @@ FERRER = register_profile(ProfileSpec(
         Param("beta", 0.0, -2.0, 1.9, unit="", doc="central slope (< 2)"),
     ) + shape_params(),
     brightness=ferrer_brightness,
+    magnitude="mu_0",   # the brightness is 10^(-0.4 (mu_0 - zeropoint)) times the rest
     total_flux=ferrer_total_flux,
     # (r/r_out)^(2-beta) becomes u^(k(2-beta)) under r = R u^k: smooth for k = 1/(2-beta).
     grading=lambda p: jnp.clip(1.0 / (2.0 - p["beta"]), 1.0, 10.0),

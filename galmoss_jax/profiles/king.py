@@ -70,6 +70,7 @@ KING = register_profile(ProfileSpec(
         Param("alpha", 2.0, 0.1, 10.0, unit="", doc="power-law index (2 = classical King)"),
     ) + shape_params(),
     brightness=king_brightness,
+    magnitude="mu_0",   # the brightness is 10^(-0.4 (mu_0 - zeropoint)) times the rest
     total_flux=king_total_flux,
     doc=king_brightness.__doc__,
 ))

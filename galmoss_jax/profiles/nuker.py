@@ -76,6 +76,7 @@ NUKER = register_profile(ProfileSpec(
         Param("gamma", 0.5, 0.0, 1.5, unit="", doc="inner power-law slope (< 2 for a finite flux)"),
     ) + shape_params(),
     brightness=nuker_brightness,
+    magnitude="mu_b",   # the brightness is 10^(-0.4 (mu_b - zeropoint)) times the rest
     total_flux=nuker_total_flux,
     grading=lambda p: cusp_grading(p["gamma"]),
     doc=nuker_brightness.__doc__,

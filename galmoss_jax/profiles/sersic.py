@@ -163,6 +163,7 @@ SERSIC = register_profile(ProfileSpec(
         Param("n", 2.0, 0.2, 10.0, unit="", doc="Sérsic index"),
     ) + shape_params(),
     brightness=sersic_brightness,
+    magnitude="mag",   # the brightness is 10^(-0.4 (mag - zeropoint)) times the rest
     total_flux=_total_from_mag,
     grading=lambda p: jnp.clip(p["n"], 1.0, 10.0),
     doc=sersic_brightness.__doc__,
@@ -181,6 +182,7 @@ DEVAUCOULEURS = register_profile(ProfileSpec(
         Param("r_e", 5.0, 0.2, 500.0, unit="pixel", doc="effective (half-light) radius along the major axis"),
     ) + shape_params(),
     brightness=devaucouleurs_brightness,
+    magnitude="mag",   # the brightness is 10^(-0.4 (mag - zeropoint)) times the rest
     total_flux=_total_from_mag,
     grading=lambda p: 4.0,
     doc=devaucouleurs_brightness.__doc__,
@@ -206,6 +208,7 @@ EXPONENTIAL = register_profile(ProfileSpec(
         Param("r_s", 5.0, 0.2, 500.0, unit="pixel", doc="scale length along the major axis"),
     ) + shape_params(),
     brightness=exponential_brightness,
+    magnitude="mag",   # the brightness is 10^(-0.4 (mag - zeropoint)) times the rest
     total_flux=_total_from_mag,
     doc=exponential_brightness.__doc__,
 ))
@@ -234,6 +237,7 @@ GAUSSIAN = register_profile(ProfileSpec(
         Param("fwhm", 3.0, 0.2, 500.0, unit="pixel", doc="full width at half maximum along the major axis"),
     ) + shape_params(),
     brightness=gaussian_brightness,
+    magnitude="mag",   # the brightness is 10^(-0.4 (mag - zeropoint)) times the rest
     total_flux=_total_from_mag,
     doc=gaussian_brightness.__doc__,
 ))
@@ -261,6 +265,7 @@ MOFFAT = register_profile(ProfileSpec(
         Param("beta", 3.0, 1.05, 20.0, unit="", doc="power-law index (GALFIT 'powerlaw')"),
     ) + shape_params(),
     brightness=moffat_brightness,
+    magnitude="mag",   # the brightness is 10^(-0.4 (mag - zeropoint)) times the rest
     total_flux=_total_from_mag,
     doc=moffat_brightness.__doc__,
 ))
