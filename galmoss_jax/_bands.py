@@ -50,7 +50,7 @@ from ._engine import Errors, GalaxyData
 from ._errors import ParameterError, ShapeError
 from ._layout import ParamLayout
 from .likelihood import Statistic
-from .model import Model, Sampling, _render_one, split_pays
+from .model import Model, Sampling, _render_one, jvp_by_jacobian, split_pays
 from .psf import stamp_psf_transform
 from .solvers import LevenbergMarquardt, OptaxSolver
 
@@ -398,11 +398,8 @@ def _band_image_jvp(problem, k, primals, tangents):
     if isinstance(d_vec, SymbolicZero):
         img = problem.render_band(k, vec, const, psf_fft, zp)
         out = jnp.zeros_like(img)
-    else:   # the image and its Jacobian (n, H, W) in one forward pass, the parameter axis first
-        # (jax.jacfwd puts it last): the contraction is then one matrix product without transposes
-        img, jac = jax.vmap(lambda t: jax.jvp(render, (vec,), (t,)), out_axes=(None, 0))(
-            jnp.eye(vec.shape[0], dtype=vec.dtype))
-        out = jnp.tensordot(d_vec, jac, axes=1, precision=jax.lax.Precision.HIGHEST)
+    else:   # the image and its Jacobian in one forward pass, computed once under the vmap
+        img, out = jvp_by_jacobian(render, vec, d_vec)
     zero = lambda t: isinstance(t, SymbolicZero)   # noqa: E731
     if not all(zero(t) for t in jax.tree.leaves((d_const, d_psf, d_zp), is_leaf=zero)):
         d_rest = jax.tree.map(_materialise, (d_const, d_psf, d_zp), (const, psf_fft, zp), is_leaf=zero)
