@@ -8,8 +8,8 @@ and shape, r_e and n linear in wavelength), float64.  Timed, after one run to co
 * ``three bands``: ``fit(Model("sersic", bands={"mag": "free", "r_e": 1, "n": 1}), {g, r, i}, ...)``,
 
 both from the same start near the truth (``starts=1``) and with the defaults (``starts="auto"``:
-one band screens its starts; three bands fit their deepest band alone first, then each anchor
-band of r_e and n alone, and run the joint fit from both starts).  Printed: seconds,
+one band screens its starts; three bands screen the same starts in every band, r_e and n
+taking each band's best, and run the joint fit once).  Printed: seconds,
 galaxies/s and the ratio three bands / one band (target <= 3.5: three bands hold three times
 the pixels).
 

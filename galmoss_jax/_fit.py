@@ -211,8 +211,10 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     bands; :class:`Model`).  ``sigma``, ``mask``, ``psf``, ``zeropoint``, ``gain``,
     ``read_noise`` and ``sky`` are then mappings by band, or one value for all bands; stamps
     may differ in size between bands.  ``init`` takes joint names (``"sersic.mag_g"``) or
-    one-band names (every band).  Initial values: the deepest band's centre, shape and sizes
-    (with ``starts="auto"`` from a fit of that band alone), each band's own magnitudes and sky.
+    one-band names (every band).  Initial values: the deepest band's centre, shape and sizes,
+    each band's own magnitudes and sky; with ``starts="auto"`` every band screens the same grid
+    of starts around them and a size or index that differs between bands starts at each band's
+    best.
     The result's parameters are the joint ones (columns ``sersic_mag_g``, ...), with
     ``chi2_band``.  ``errors="bootstrap"`` and ``starts`` > 1 are not available for several
     bands.

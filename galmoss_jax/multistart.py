@@ -268,9 +268,9 @@ def _screen_in(problem: Problem, cands, galaxies: GalaxyData, psf, psf_batched: 
         return np.asarray(value), np.asarray(adj)
 
 
-def screen_starts(problem: Problem, cands, S: int, galaxies: GalaxyData, psf, psf_batched: bool):
-    """The ``S`` best candidates per galaxy ``(G, S, P)`` (physical, magnitudes at their best
-    amplitudes) and the screened statistic of each ``(G, C)``.
+def screen_all(problem: Problem, cands, galaxies: GalaxyData, psf, psf_batched: bool):
+    """The screened statistic ``(G, C)`` of every candidate ``cands`` (G, C, P; physical) and
+    the candidates with their magnitudes at their best amplitudes ``(G, C, P)``.
 
     The screen computes in float32 whatever the fit's precision: it ranks candidates whose
     statistics differ by far more than float32's rounding (about 1e-7 of the statistic), at
@@ -290,7 +290,14 @@ def screen_starts(problem: Problem, cands, S: int, galaxies: GalaxyData, psf, ps
                                             psf_batched, x64=True)
     # the screen changes only the magnitudes: every other value is the caller's, unrounded
     mags = np.array([n.endswith(".mag") for n in problem.layout.free], bool)
-    adj = np.where(mags, adj, cands)
+    return value, np.where(mags, adj, cands)
+
+
+def screen_starts(problem: Problem, cands, S: int, galaxies: GalaxyData, psf, psf_batched: bool):
+    """The ``S`` best distinct candidates per galaxy ``(G, S, P)`` (physical, magnitudes at
+    their best amplitudes) and the screened statistic of each ``(G, C)``
+    (:func:`screen_all`)."""
+    value, adj = screen_all(problem, cands, galaxies, psf, psf_batched)
     order = np.argsort(value, axis=1, kind="stable")
     G, C, P = adj.shape
     picked = np.empty((G, S, P), adj.dtype)
