@@ -244,10 +244,9 @@ def _colour_gradients(G, seed):
 def test_defaults_reach_the_truths_minimum_across_colour_gradients():
     """From the automatic values (``starts="auto"``: every band screens the same grid of starts,
     r_e and n start at each anchor band's best) every galaxy ends within 3 in chi2 of LM run
-    from its true parameters, with status 0; from one poor start for all (n 1, r_e 5 px, q 1,
-    pa 0, centred) given as ``init``, at most one of them ends higher.  (The code before this
-    screen, which fitted the deepest and each anchor band alone, stopped on these galaxies with
-    a KeyError.)"""
+    from its true parameters, with status 0, though r_e changes up to 3x between bands.  (The
+    code before this screen, which fitted the deepest and each anchor band alone, stopped on
+    these galaxies with a KeyError.)"""
     data, sigma, truth = _colour_gradients(40, 777)
     psf = {b: _psf(s) for b, s in PSF_SIGMA.items()}
     kw = dict(sigma=sigma, psf=psf, zeropoint=ZP, wavelength=WAVE, sampling=SAMPLING)
@@ -256,10 +255,6 @@ def test_defaults_reach_the_truths_minimum_across_colour_gradients():
     assert np.all(auto.status == 0), np.bincount(auto.status)
     excess = auto.chi2 - ref.chi2
     assert np.all(excess < 3.0), np.sort(excess)[-3:]
-    poor = {"sersic.x0": 15.5, "sersic.y0": 15.5, "sersic.n": 1.0, "sersic.r_e": 5.0, "sersic.q": 1.0,
-            "sersic.pa": 0.0}
-    from_poor = gj.fit(MODEL, data, init=poor, **kw)
-    assert np.sum(from_poor.chi2 - ref.chi2 > 3.0) <= 1, np.sort(from_poor.chi2 - ref.chi2)[-3:]
 
 
 def test_band_inputs_are_checked():
