@@ -216,8 +216,10 @@ def fit(model, data, *, sigma=None, mask=None, psf=None, init=None, zeropoint=No
     of starts around them and a size or index that differs between bands starts at each band's
     best.
     The result's parameters are the joint ones (columns ``sersic_mag_g``, ...), with
-    ``chi2_band``.  ``errors="bootstrap"`` and ``starts`` > 1 are not available for several
-    bands.
+    ``chi2_band``.  ``starts=S`` runs the joint fit from S starts (the caller's, where given,
+    and the screen's best: each band's own best, then every band at the grid point of the
+    next lowest summed statistic) and keeps the lowest.  ``errors="bootstrap"`` is not
+    available for several bands.
 
     Returns:
         :class:`FitResult` with best-fit values, errors, covariance, statistic, dof, iterations,

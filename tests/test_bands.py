@@ -257,6 +257,29 @@ def test_defaults_reach_the_truths_minimum_across_colour_gradients():
     assert np.all(excess < 3.0), np.sort(excess)[-3:]
 
 
+def test_several_starts_for_bands(monkeypatch):
+    """``starts=S`` runs the joint fit of every galaxy from S starts and keeps the lowest: with
+    no ``init`` the first is the defaults' start, so it ends at or below the defaults; with one,
+    the first is the caller's, so it ends at or below LM from it alone (``starts=1``)."""
+    from galmoss_jax import _fit_bands
+
+    data, sigma, truth = _colour_gradients(8, 777)
+    psf = {b: _psf(s) for b, s in PSF_SIGMA.items()}
+    kw = dict(sigma=sigma, psf=psf, zeropoint=ZP, wavelength=WAVE, sampling=SAMPLING)
+    auto = gj.fit(MODEL, data, **kw)
+    alone = gj.fit(MODEL, data, init=truth, starts=1, **kw)
+    calls, real = [], _fit_bands.solve_batch
+    monkeypatch.setattr(_fit_bands, "solve_batch", lambda problem, u0, **k: calls.append(len(u0)) or real(problem, u0, **k))
+    three = gj.fit(MODEL, data, starts=3, **kw)
+    assert calls == [8, 8, 8]
+    assert np.all(three.chi2 <= auto.chi2 * (1 + 1e-9)), (three.chi2 - auto.chi2).max()
+    assert np.all(three.status == 0)
+    calls.clear()
+    two = gj.fit(MODEL, data, init=truth, starts=2, **kw)
+    assert calls == [8, 8]
+    assert np.all(two.chi2 <= alone.chi2 * (1 + 1e-9)), (two.chi2 - alone.chi2).max()
+
+
 def test_band_inputs_are_checked():
     img = np.ones((8, 8))
     with pytest.raises(gj.ParameterError, match="fixed"):
