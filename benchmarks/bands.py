@@ -72,5 +72,6 @@ def main():
         print(f"  starts={starts!s:5} three bands / one band: {times['three bands'] / times['one band']:.2f} "
               f"(CPU time of the process, all threads: {cpu['three bands'] / cpu['one band']:.2f})")
 
+
 if __name__ == "__main__":
     main()

@@ -269,10 +269,17 @@ def _prepare(model: Model, data, *, sigma, mask, psf, init, zeropoint, gain, rea
     these inputs) where the caller has measured them already."""
     inputs = _host_inputs(model, data, sigma, mask, psf, zeropoint, gain, read_noise, sky, options)
     start, guesses = _initial_values(model, inputs, init, options, guesses)
+    problem, galaxies = _problem_of(model, inputs, start, options)
+    return _Prepared(problem, inputs, start, guesses, galaxies, options)
+
+
+def _problem_of(model, inputs: _Inputs, start, options: FitOptions):
+    """The engine's problem for ``inputs`` and their galaxies with the fixed values of
+    ``start`` (``{name: (G,) or scalar}``; the model's own fixed values where it has them)."""
     galaxies = dataclasses.replace(inputs.galaxies, fixed=_fixed_vectors(model, start, inputs))
     problem = options.problem(model, galaxies.data.shape[1:], None if inputs.psf is None else inputs.psf.shape[-2:],
                               _shared_fixed(model, galaxies.fixed))
-    return _Prepared(problem, inputs, start, guesses, galaxies, options)
+    return problem, galaxies
 
 
 def _run_prepared(prep: _Prepared, sharding=None) -> FitResult:

@@ -19,7 +19,6 @@ statistic.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Mapping, NamedTuple
 
@@ -30,7 +29,7 @@ import numpy as np
 from ._bands import BandData, BandProblem, band_model, joint_values, per_band
 from ._engine import default_chunk_size, solve_batch
 from ._errors import GalmossError, ParameterError, ShapeError
-from ._fit import _evaluated, _fixed_vectors, _host_inputs, _keep_lower, _shared_fixed, _take
+from ._fit import _evaluated, _host_inputs, _keep_lower, _problem_of, _shared_fixed, _take
 from .init import guess_batch, measured_from_image
 from .model import Model, Sampling
 from .multistart import candidate_starts, parse_starts, same_basin, screen_all
@@ -172,7 +171,7 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[
 
     bands = bm.bands
     lay = bm.layout
-    mode = parse_starts(options.starts)[0]
+    mode, S = parse_starts(options.starts)
     given = {n: _per_galaxy(v, G, f"init[{n!r}]", dtype, allow_nan=True) for n, v in joint_values(bm, init).items()}
     open_fixed = [n for n, v in zip(lay.fixed, lay.fixed_values) if v is None]
     wanted = list(lay.free) + open_fixed
@@ -203,7 +202,6 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[
 
     if mode == "none":
         return [_JointStart(with_given(automatic))]
-    S = parse_starts(options.starts)[1]
     screened = _screened_starts(bm, one, inputs, automatic, guesses, deep, options, G, dtype, S)
     if mode == "grid":   # S starts, each run for every galaxy: the caller's (if given) and the screen's best
         return [_JointStart(v) for v in ([with_given(automatic)] if given else []) + screened][:S]
@@ -217,8 +215,8 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[
 def _screened_starts(bm, one: Model, inputs: dict, automatic: dict, guesses, deep, options, G: int,
                      dtype, S: int = 1) -> list[dict]:
     """The joint starts of ``starts="auto"`` (the first) and ``starts=S`` (``S`` of them): the
-    one-band screen of starts
-    (:mod:`galmoss_jax.multistart`) in every band, one grid for all bands.
+    one-band screen of starts (:mod:`galmoss_jax.multistart`) in every band, one grid for all
+    bands.
 
     The candidates are the deepest band's automatic values and the grid around them (Sérsic
     n and radii), each band's brightnesses and sky its own; every band screens every candidate
@@ -227,11 +225,12 @@ def _screened_starts(bm, one: Model, inputs: dict, automatic: dict, guesses, dee
     takes, in each band, that band's best candidate among those with the chosen shared values.
     Only renders: no single-band fit runs, and a joint fit costs the one-band screen once per
     band plus one joint Levenberg-Marquardt run.  The further starts are the grid points of the
-    lowest summed statistic with every band at that point, each other than the starts before it.  (Measured against the fits of the deepest and
-    each anchor band alone that this replaced, on tests/test_bands.py's 64 galaxies, DECaLS and
-    GalfitM's five-band simulation: the same minima, 2.3x faster.  Taking the summed best for
-    every parameter reaches the same minima too, on 128 galaxies whose r_e changes up to 3x
-    between bands, in 6 % more iterations.)"""
+    lowest summed statistic with every band at that point, each other than the starts before
+    it.  (Measured against the fits of the deepest and each anchor band alone that this
+    replaced, on tests/test_bands.py's 64 galaxies, DECaLS and GalfitM's five-band simulation:
+    the same minima, 2.3x faster.  Taking the summed best for every parameter reaches the same
+    minima too, on 128 galaxies whose r_e changes up to 3x between bands, in 6 % more
+    iterations.)"""
     lay, free = bm.layout, one.layout.free
     if not free:
         return [automatic]
@@ -249,9 +248,7 @@ def _screened_starts(bm, one: Model, inputs: dict, automatic: dict, guesses, dee
         c = np.stack([np.asarray(c[n], dtype) for n in free], axis=-1)
         fixed = bm.to_band_grid({n: np.asarray(lay.fixed_value(table[n], automatic), dtype)
                                  for n in one.layout.fixed}, k)
-        gal = dataclasses.replace(inp.galaxies, fixed=_fixed_vectors(one, fixed, inp))
-        problem = options.problem(one, gal.data.shape[1:], None if inp.psf is None else inp.psf.shape[-2:],
-                                  _shared_fixed(one, gal.fixed))
+        problem, gal = _problem_of(one, inp, fixed, options)
         v, a = screen_all(problem, c, gal, inp.psf, inp.psf_batched)
         a = bm.to_band_grid({n: a[:, :, i] for i, n in enumerate(free)}, k, inverse=True)
         values.append(np.where(np.isfinite(v), v, np.inf))
