@@ -7,7 +7,8 @@ same errors, warnings and bad-pixel masking); the joint problem then runs on the
 ``chi2_band`` per band.
 
 Initial values come from the bands: the deepest band (highest S/N over its used pixels) gives
-the centre, shape and sizes, each band its own magnitudes, surface brightnesses and sky.  With
+the centre, shape and sizes, each band its own magnitudes, surface brightnesses and sky
+(measured in the deepest band's aperture: forced photometry, :func:`galmoss_jax.init.forced_moments`).  With
 ``starts="auto"`` (the default) every band screens the same grid of candidate starts around
 those values (:mod:`galmoss_jax.multistart`: Sérsic n and radii; each band's magnitudes
 re-solved linearly); shared parameters take the candidate of the lowest summed statistic, a
@@ -30,7 +31,7 @@ from ._bands import BandData, BandProblem, band_model, joint_values, per_band
 from ._engine import default_chunk_size, solve_batch
 from ._errors import GalmossError, ParameterError, ShapeError
 from ._fit import _evaluated, _host_inputs, _keep_lower, _problem_of, _shared_fixed, _take
-from .init import guess_batch, measured_from_image
+from .init import forced_moments, guess_from_moments, image_moments, measured_from_image, over_galaxies
 from .model import Model, Sampling
 from .multistart import candidate_starts, parse_starts, same_basin, screen_all
 from .results import FitResult
@@ -159,6 +160,39 @@ def _same_joint_basin(bm, one: Model, start: Mapping, fitted: Mapping) -> np.nda
     return ok
 
 
+def _band_guesses(bm, one: Model, inputs: dict, deep, oversample: int) -> list[list[dict]]:
+    """Automatic values ``[band][galaxy] -> {name: value}`` (reference-band pixels): the
+    photometry of each galaxy's deepest band (``deep`` (G,), a band index) from its image
+    (:func:`galmoss_jax.init.image_moments`), every other band's by forced photometry in that
+    band's aperture (:func:`galmoss_jax.init.forced_moments`: its own sky and flux, the
+    deepest band's centre, shape and sizes, which are all that the joint starts take from the
+    deepest band).  Measured on 64 galaxies of 32 x 32 in three bands: 0.17 s, against 0.31 s
+    for every band's own :func:`galmoss_jax.init.image_moments`."""
+    bands = bm.bands
+
+    def regrid(m, k_from, k_to):
+        """Moments in band ``k_from``'s pixels, in band ``k_to``'s."""
+        (s0, dx0, dy0), (s1, dx1, dy1) = bm.grids[k_from], bm.grids[k_to]
+        f = s1 / s0
+        return {**m, "x": s1 * (m["x"] - dx0) / s0 + dx1, "y": s1 * (m["y"] - dy0) / s0 + dy1,
+                **{r: f * m[r] for r in ("r50", "r90", "r_max")}}
+
+    def galaxy(g):
+        d = deep[g]
+        inp = inputs[bands[d]]
+        psf = None if inp.psf is None else (inp.psf[g] if inp.psf_batched else inp.psf)
+        ref = image_moments(inp.galaxies.data[g], inp.galaxies.mask[g], psf, oversample)
+        out = []
+        for k, b in enumerate(bands):
+            gal = inputs[b].galaxies
+            m = ref if k == d else forced_moments(gal.data[g], gal.mask[g], regrid(ref, d, k))
+            out.append(bm.to_band_grid(guess_from_moments(one, m, gal.zeropoint[g]), k, inverse=True))
+        return out
+
+    per_galaxy = over_galaxies(galaxy, len(deep))
+    return [[v[k] for v in per_galaxy] for k in range(len(bands))]
+
+
 def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[_JointStart]:
     """Joint starting values (:class:`_JointStart`; every galaxy runs the first) of the free
     parameters and of parameters fixed at their initial value (module docstring): with
@@ -180,11 +214,8 @@ def _starts(bm, one: Model, inputs: dict, init, options, G: int, dtype) -> list[
     by_default = {n for n in open_fixed if not measured_from_image(one, bm.base_name(n))}
     if mode == "none" and all(n in given and not np.isnan(given[n]).any() for n in wanted if n not in by_default):
         return [_JointStart({n: given[n] if n in given else np.full(G, default[n], dtype) for n in wanted})]
-    # automatic values in every band (reference-band pixels)
-    own_pixels = [guess_batch(one, inputs[b].galaxies.data, inputs[b].galaxies.mask, inputs[b].galaxies.zeropoint,
-                              inputs[b].psf, inputs[b].psf_batched, int(options.oversample)) for b in bands]
-    guesses = [[bm.to_band_grid(gs, k, inverse=True) for gs in own] for k, own in enumerate(own_pixels)]
     deep = np.argmax(np.stack([_depth(inputs[b].galaxies) for b in bands]), axis=0)   # (G,)
+    guesses = _band_guesses(bm, one, inputs, deep, int(options.oversample))
 
     # each band's brightnesses and sky its own, the centre, shape and sizes the deepest band's
     automatic = {}

@@ -16,6 +16,10 @@ For ONE galaxy (host side, NumPy):
 * **n**: the concentration r90 / r50 inverted through the analytic Sérsic curve of growth,
   ``L(<r) / L = P(2n, b_n (r / r_e)^(1/n))`` (``P`` the regularised lower incomplete gamma
   function), tabulated once for 0.2 <= n <= 10 (:func:`sersic_concentration`);
+* **other bands of a multiband fit** (:func:`forced_moments`): each band's sky from its own
+  edges and its flux in the deepest band's aperture, corrected with the deepest band's
+  Sérsic curve of growth (forced photometry); centre, shape, sizes and n are the deepest
+  band's;
 * **bulge + disk** (two or more light components): the bulge fraction B/T from the
   concentration, interpolated between a pure exponential (r90/r50 = 2.32) and a pure
   de Vaucouleurs (5.55); the bulge compact (r_e = 0.4 r50, rounder), the disk scale length
@@ -270,6 +274,35 @@ def image_moments(data, mask, psf=None, oversample: int = 1):
                 r90=max(r90i, 0.6), c=float(c), n=n, sky=sky, r_max=float(r_max))
 
 
+def forced_moments(data, mask, ref: dict) -> dict:
+    """Photometry of one stamp in the aperture of another image of the same source (forced
+    photometry, as SExtractor's dual-image mode does): the sky from this stamp's edges (as
+    :func:`image_moments`), the flux of the sky-subtracted light inside the reference's
+    ellipse (``ref``: :func:`image_moments` of the other image, its positions and radii
+    already in this stamp's pixels; the ellipse cut at this stamp's edges), divided by the
+    fraction of a Sérsic of the reference's index and half-light radius inside it.  Every
+    other value is the reference's.
+
+    A multiband fit measures the centre, shape and sizes in the deepest band and each other
+    band's brightness so: 0.4 ms a 32 x 32 stamp against 1.2 ms for :func:`image_moments`.
+    """
+    data = np.asarray(data, float)
+    mask = np.asarray(mask, bool)
+    H, W = data.shape
+    sky = _edge_sky(data, mask)
+    img = np.where(mask, data - sky, 0.0)
+    y, x = np.mgrid[0:H, 0:W].astype(float)
+    xc, yc, q = ref["x"], ref["y"], ref["q"]
+    r_edge = min(xc + 0.5, W - 0.5 - xc, yc + 0.5, H - 0.5 - yc) / max(q, 1e-3) ** 0.5
+    r_max = float(max(2.0, min(ref["r_max"], r_edge)))
+    inside = mask & (_ell_radius(x - xc, y - yc, q, ref["pa"]) <= r_max)
+    f_ap = float(img[inside].sum())
+    if f_ap <= 0:
+        f_ap = float(np.clip(img[inside], 0, None).sum())
+    frac = max(sersic_light_fraction(ref["n"], r_max / max(ref["r50"], 1e-3)), 0.3)
+    return {**ref, "flux": max(f_ap / frac, 1e-30), "sky": sky, "r_max": r_max}
+
+
 def _halflight_correction(n, frac):
     """Ratio true r_e / aperture half-light radius when the aperture holds ``frac`` of the light."""
     if frac >= 0.999:
@@ -312,12 +345,16 @@ def guess_batch(model: Model, data, mask, zeropoint, psf=None, psf_batched: bool
     galaxies spread over the CPU cores in threads (NumPy releases the GIL in its array loops:
     48 galaxies of 128 x 128 take ~0.6 of the time of one after another on 2 cores).  The
     result of each galaxy is that of :func:`guess_initial` alone."""
-    G = len(data)
-
     def one(g):
         return guess_initial(model, data[g], mask[g], zeropoint[g],
                              psf=None if psf is None else (psf[g] if psf_batched else psf), oversample=oversample)
 
+    return over_galaxies(one, len(data))
+
+
+def over_galaxies(one, G: int) -> list:
+    """``[one(g) for g in range(G)]``, the galaxies spread over the CPU cores in threads (for
+    host-side NumPy work, which releases the GIL in its array loops)."""
     workers = min(cpu_cores(), G)
     if workers <= 1:
         return [one(g) for g in range(G)]
@@ -357,7 +394,12 @@ def guess_initial(model: Model, data, mask, zeropoint, psf=None, oversample: int
     ...) is the bulge with the fraction B/T of the light suggested by the concentration, and the
     others share the rest as disks sized from r90.  See the module docstring.
     """
-    m = image_moments(data, mask, psf, oversample)
+    return guess_from_moments(model, image_moments(data, mask, psf, oversample), zeropoint)
+
+
+def guess_from_moments(model: Model, m: dict, zeropoint) -> dict[str, float]:
+    """:func:`guess_initial`'s values from the photometry ``m`` of :func:`image_moments` (or
+    :func:`forced_moments`) and the ``zeropoint``."""
     out = model.defaults()
     zp = 0.0 if zeropoint is None else float(zeropoint)
     lum = [i for i, (_, s) in enumerate(model.components) if s.kind in ("surface", "point")]
