@@ -249,8 +249,7 @@ def image_moments(data, mask, psf=None, oversample: int = 1):
         pa = float((theta - 90.0 + 90.0) % 180.0 - 90.0)                # CCW from +y
         r50c = _cog_radius(_ell_radius(x - xc, y - yc, q, pa), img, mask, 0.5)
     re_ell = _ell_radius(x - xc, y - yc, q, pa)
-    # largest ellipse inside the stamp: its semi-minor axis reaches the nearest edge
-    r_max = max(2.0, min(xc + 0.5, W - 0.5 - xc, yc + 0.5, H - 0.5 - yc) / max(q, 1e-3) ** 0.5)
+    r_max = max(2.0, _inscribed_radius(xc, yc, q, H, W))
     r_max = min(r_max, max(4.0, 3.0 * _signal_radius(re_ell, img, mask, noise, r_max)))
     inside = re_ell <= r_max
     f_ap = float(img[inside].sum())
@@ -293,14 +292,19 @@ def forced_moments(data, mask, ref: dict) -> dict:
     img = np.where(mask, data - sky, 0.0)
     y, x = np.mgrid[0:H, 0:W].astype(float)
     xc, yc, q = ref["x"], ref["y"], ref["q"]
-    r_edge = min(xc + 0.5, W - 0.5 - xc, yc + 0.5, H - 0.5 - yc) / max(q, 1e-3) ** 0.5
-    r_max = float(max(2.0, min(ref["r_max"], r_edge)))
+    r_max = float(max(2.0, min(ref["r_max"], _inscribed_radius(xc, yc, q, H, W))))
     inside = mask & (_ell_radius(x - xc, y - yc, q, ref["pa"]) <= r_max)
     f_ap = float(img[inside].sum())
     if f_ap <= 0:
         f_ap = float(np.clip(img[inside], 0, None).sum())
     frac = max(sersic_light_fraction(ref["n"], r_max / max(ref["r50"], 1e-3)), 0.3)
     return {**ref, "flux": max(f_ap / frac, 1e-30), "sky": sky, "r_max": r_max}
+
+
+def _inscribed_radius(xc, yc, q, H, W) -> float:
+    """Semi-major radius (px) of the largest ellipse of axis ratio ``q`` about ``(xc, yc)``
+    inside an (H, W) stamp: its semi-minor axis reaches the nearest edge."""
+    return min(xc + 0.5, W - 0.5 - xc, yc + 0.5, H - 0.5 - yc) / max(q, 1e-3) ** 0.5
 
 
 def _halflight_correction(n, frac):
