@@ -13,10 +13,10 @@ the centre, shape and sizes, each band its own magnitudes, surface brightnesses 
 screens the same grid of candidate starts around those values (:mod:`galmoss_jax.multistart`:
 Sérsic n and radii; each band's magnitudes re-solved linearly); shared parameters take the
 candidate of the lowest summed statistic, a size or index that differs between bands each
-band's own best, and one joint fit runs from there.  Where the caller gives initial values, the joint fit runs from them and again from the
-screen's start where that lies outside the basin the first fit reached
-(:func:`galmoss_jax.multistart.same_basin`, band by band); each galaxy keeps the lower
-statistic.
+band's own best, and one joint fit runs from there.  Where the caller gives initial values,
+the joint fit runs from them and again from the screen's start where that lies outside the
+basin the first fit reached (:func:`galmoss_jax.multistart.same_basin`, band by band); each
+galaxy keeps the lower statistic.
 """
 from __future__ import annotations
 
