@@ -307,11 +307,20 @@ class BandProblem:
         return self.model.layout
 
     def psf_transform(self, psf):
-        """The PSF transforms of the bands (a tuple; None where a band has no PSF)."""
+        """The PSF transforms, one entry per group of bands rendered together (:attr:`_groups`):
+        a band's transform, or for a group of several bands theirs stacked (computed once per
+        fit, not in every evaluation of the loop over them); None where the bands have no PSF."""
         if psf is None:
-            return tuple(None for _ in self.shapes)
-        return tuple(None if k is None else stamp_psf_transform(k, s, self.oversample)
-                     for k, s in zip(psf, self.shapes))
+            return tuple(None for _ in self._groups)
+        out = []
+        for group in self._groups:
+            k0 = group[0]
+            if psf[k0] is None:   # (a group's bands all have a PSF or none: psf_shapes groups them)
+                out.append(None)
+                continue
+            kernel = psf[k0] if len(group) == 1 else jnp.stack([psf[k] for k in group])
+            out.append(stamp_psf_transform(kernel, self.shapes[k0], self.oversample))
+        return tuple(out)
 
     def render_bands(self, x, galaxy: BandData, psf_fft):
         """The model image of every band (a tuple) of the joint free vector ``x`` (physical).
@@ -331,12 +340,12 @@ class BandProblem:
                           jnp.zeros((0,), x.dtype))
         zps = [g.zeropoint for g in galaxy.bands]
         out = [None] * len(self.shapes)
-        for group in self._groups:
+        for group, fft in zip(self._groups, psf_fft):   # psf_fft: one entry per group
             k0 = group[0]
             if len(group) == 1:
-                out[k0] = _band_image(self, k0, vecs[k0], consts[k0], psf_fft[k0], zps[k0])
+                out[k0] = _band_image(self, k0, vecs[k0], consts[k0], fft, zps[k0])
                 continue
-            has_psf = psf_fft[k0] is not None
+            has_psf = fft is not None
 
             def band(_, xs, k0=k0, has_psf=has_psf):
                 v, c, f, z = xs
@@ -346,7 +355,7 @@ class BandProblem:
                 return jnp.stack([xs[k] for k in group])
 
             _, imgs = jax.lax.scan(band, None, (stack(vecs), stack(consts),
-                                                stack(psf_fft) if has_psf else jnp.zeros(len(group)), stack(zps)))
+                                                fft if has_psf else jnp.zeros(len(group)), stack(zps)))
             for i, k in enumerate(group):
                 out[k] = imgs[i]
         return tuple(out)
