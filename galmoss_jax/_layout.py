@@ -13,7 +13,11 @@ once (``model.layout``).  Three representations of one galaxy's parameters:
   parameter's fitting bounds (sigmoid between two bounds, softplus beside one, identity for
   unbounded parameters and for angles, which are periodic and fitted without bounds).
 
-Arrays may carry leading batch axes; every method is pure JAX (NumPy inputs are accepted).
+Arrays may carry leading batch axes.  Every method is pure JAX on JAX arrays and tracers; the
+vector maps (:meth:`ParamLayout.free_vector`, :meth:`~ParamLayout.fixed_vector`,
+:meth:`~ParamLayout.to_unconstrained`, :meth:`~ParamLayout.clip_inside`) give NumPy arrays for
+host values (NumPy arrays, Python numbers): the fit prepares its starts with them before its
+compiled program runs, without compiling a small program for every operation.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .transforms import clip_inside, to_physical, to_unconstrained, unconstrained_limits
+from .transforms import array_module, clip_inside, to_physical, to_unconstrained, unconstrained_limits
 
 __all__ = ["ParamLayout"]
 
@@ -116,16 +120,20 @@ class ParamLayout:
 
     def free_vector(self, params: Mapping):
         """The free vector (..., P) of named parameters (scalars or equal-length arrays)."""
+        values = [params[n] for n in self.free]
+        xp = array_module(*values)
         if not self.free:
-            return jnp.zeros((0,))
-        return jnp.stack(jnp.broadcast_arrays(*[jnp.asarray(params[n]) for n in self.free]), -1)
+            return xp.zeros((0,), jnp.result_type(float))
+        return xp.stack(xp.broadcast_arrays(*[xp.asarray(v) for v in values]), -1)
 
     def fixed_vector(self, given: Mapping | None = None):
         """The fixed vector (..., F) (see :meth:`fixed_value`)."""
+        values = [self.fixed_value(n, given) for n in self.fixed]
+        xp = array_module(*values)
         if not self.fixed:
-            return jnp.zeros((0,))
-        vals = [jnp.asarray(self.fixed_value(n, given), dtype=jnp.result_type(float)) for n in self.fixed]
-        return jnp.stack(jnp.broadcast_arrays(*vals), -1)
+            return xp.zeros((0,), jnp.result_type(float))
+        vals = [xp.asarray(v, dtype=jnp.result_type(float)) for v in values]
+        return xp.stack(xp.broadcast_arrays(*vals), -1)
 
     # -- physical <-> unconstrained ------------------------------------------------------------
     def to_physical(self, u):
@@ -137,16 +145,18 @@ class ParamLayout:
     def to_unconstrained(self, x):
         """Unconstrained vector of a free vector (..., P); values on or beyond a bound are first
         moved just inside it (:func:`galmoss_jax.transforms.clip_inside`)."""
+        xp = array_module(x)
         if not self.free:
-            return jnp.asarray(x)
-        return jnp.stack([to_unconstrained(clip_inside(x[..., i], lo, hi), lo, hi)
-                          for i, (lo, hi) in enumerate(self.bounds)], -1)
+            return xp.asarray(x)
+        return xp.stack([to_unconstrained(clip_inside(x[..., i], lo, hi), lo, hi)
+                         for i, (lo, hi) in enumerate(self.bounds)], -1)
 
     def clip_inside(self, x):
         """Free vector (..., P) moved strictly inside the fitting bounds."""
+        xp = array_module(x)
         if not self.free:
-            return jnp.asarray(x)
-        return jnp.stack([clip_inside(x[..., i], lo, hi) for i, (lo, hi) in enumerate(self.bounds)], -1)
+            return xp.asarray(x)
+        return xp.stack([clip_inside(x[..., i], lo, hi) for i, (lo, hi) in enumerate(self.bounds)], -1)
 
     def unconstrained_box(self):
         """``(lower, upper)``, NumPy (P,): the unconstrained values of the points just inside
