@@ -470,6 +470,40 @@ def default_cache_dir() -> str:
     return os.path.join(base, "galmoss_jax", "jax_compilation_cache")
 
 
+def repair_cache(path: str) -> list[str]:
+    """Remove the entries of the compilation cache in ``path`` that a killed process left
+    unfinished; the names of the removed files.
+
+    JAX writes an entry as two files, the program (``KEY-cache``) and then its time of last use
+    (``KEY-atime``).  A process killed before the second is written (SIGKILL, a lost node)
+    leaves the first alone, possibly truncated.  With a size bound set, as here, JAX up to 0.10
+    then fails every later write to the cache (jax-ml/jax#39880, fixed upstream by #39883):
+    the cache stops growing, each new program is compiled again in every run, and each write
+    warns.  Such an entry is removed (its program is compiled once more), under the lock with
+    which JAX guards the folder (``.lockfile``; if another process holds it for 30 s, nothing
+    is removed).  Only for a cache used with a size bound: without one JAX writes no
+    ``KEY-atime`` files at all."""
+    import filelock
+
+    def unfinished(names):
+        return sorted(n for n in names if n.endswith("-cache") and n[:-len("-cache")] + "-atime" not in names)
+
+    try:
+        if not unfinished(set(os.listdir(path))):
+            return []
+        with filelock.FileLock(os.path.join(path, ".lockfile"), timeout=30):
+            removed = []
+            for n in unfinished(set(os.listdir(path))):
+                try:
+                    os.remove(os.path.join(path, n))
+                except FileNotFoundError:
+                    continue
+                removed.append(n)
+            return removed
+    except (OSError, filelock.Timeout):
+        return []
+
+
 def _use_cache(path: str) -> None:
     """Keep compiled programs in ``path`` (``"none"``: no persistent cache) in this process and
     the processes it starts (Dask workers, sharding subprocesses inherit the environment)."""
@@ -489,6 +523,8 @@ def _use_cache(path: str) -> None:
     if not os.access(path, os.W_OK):
         raise ParameterError(f"--cache-dir: {path!r} is not writable; give another folder or 'none'")
     size = int(os.environ.get("JAX_COMPILATION_CACHE_MAX_SIZE", CACHE_MAX_BYTES))
+    if size != -1:
+        repair_cache(path)
     least = float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", CACHE_MIN_COMPILE_SECONDS))
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(size)

@@ -90,6 +90,13 @@ jax.config.update("jax_compilation_cache_dir", CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 jax.config.update("jax_compilation_cache_max_size", int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 
+from galmoss_jax.cli import repair_cache  # noqa: E402
+
+# an entry left unfinished by a killed process (the survey tests kill runs on purpose) would stop
+# JAX from writing any new program to the cache, in this run and every later one
+if int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]) != -1:
+    repair_cache(CACHE)
+
 try:
     from hypothesis import settings
 except ImportError:  # only the property tests need it

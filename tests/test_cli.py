@@ -134,21 +134,31 @@ def _entries(path):
 def test_command_keeps_compiled_programs_in_the_user_cache(tmp_path):
     """``galmoss-jax`` keeps its compiled programs in ``$XDG_CACHE_HOME/galmoss_jax/...`` and a
     second run reuses them (it adds none) with the same image; ``--cache-dir none`` writes no
-    cache."""
+    cache.  The first run finds the cache as a killed run left it, one program written only in
+    part and without its time of last use: that entry is removed and the new programs are
+    kept (JAX <= 0.10 alone would refuse every write, jax-ml/jax#39880)."""
     params = "x0=10.3,y0=9.6,mag=18,r_e=2.5,n=3,q=0.7,pa=20"
     # every program kept, however fast this machine compiles the small render program
     env = {"XDG_CACHE_HOME": str(tmp_path / "xdg"), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     cache = tmp_path / "xdg" / "galmoss_jax" / "jax_compilation_cache"
+    cache.mkdir(parents=True)
+    killed = "jit__solve_one-" + "0" * 64 + "-cache"
+    (cache / killed).write_bytes(b"\x00" * 1000)
     images = []
     for k, extra in enumerate(([], [], ["--cache-dir", "none"])):
         if k == 2:
             env["XDG_CACHE_HOME"] = str(tmp_path / "xdg2")
         before = _entries(cache)
-        _command([*extra, "render", "--model", "sersic", "--params", params, "--shape", "21,20", "--zeropoint", "25",
-                  "--out", str(tmp_path / f"m{k}.fits")], env, tmp_path)
+        out = _command([*extra, "render", "--model", "sersic", "--params", params, "--shape", "21,20",
+                        "--zeropoint", "25", "--out", str(tmp_path / f"m{k}.fits")], env, tmp_path)
         images.append(fits.getdata(tmp_path / f"m{k}.fits"))
+        assert "Error writing persistent compilation cache" not in out.stderr, out.stderr
         if k == 0:
-            assert before == [] and len(_entries(cache)) >= 1      # the render program, compiled and kept
+            kept = _entries(cache)
+            assert before == [killed] and killed not in kept
+            # the render program, compiled and kept with its time of last use
+            programs = [f for f in kept if f.endswith("-cache")]
+            assert programs and all(f[:-len("-cache")] + "-atime" in kept for f in programs)
         elif k == 1:
             assert _entries(cache) == before                        # found there: nothing new compiled
     assert not (tmp_path / "xdg2").exists()

@@ -20,7 +20,7 @@ from astropy.table import Table
 
 import galmoss_jax as gj
 from galmoss_jax import survey
-from galmoss_jax.cli import main
+from galmoss_jax.cli import main, repair_cache
 from galmoss_jax import fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -277,6 +277,14 @@ def test_existing_output_is_refused(catalog, reference, tmp_path, capsys):
     assert "different run" in capsys.readouterr().err
 
 
+def _repair_cache():
+    """After a process of this run was killed: the entry it may have been writing to the shared
+    compilation cache removed (galmoss_jax.cli.repair_cache), so the other test processes go
+    on writing theirs."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") and os.environ.get("JAX_COMPILATION_CACHE_MAX_SIZE") != "-1":
+        repair_cache(os.environ["JAX_COMPILATION_CACHE_DIR"])
+
+
 def test_sigkill_then_resume_equals_uninterrupted(catalog, reference, tmp_path):
     """A run killed (SIGKILL, by the survey's testing hook) right after its first part is
     written leaves that part and no output; --resume fits only the other batches, and the
@@ -285,6 +293,7 @@ def test_sigkill_then_resume_equals_uninterrupted(catalog, reference, tmp_path):
     parts = tmp_path / "killed.ecsv.parts"
     cmd = _cli("--catalog", str(catalog[0]), "--out", str(out), *FIT_ARGS)
     res = subprocess.run(cmd, env=_env(**{survey.KILL_AFTER_PART_ENV: "0"}), capture_output=True, text=True)
+    _repair_cache()
     assert res.returncode == -signal.SIGKILL, res.stderr[-2000:]
     assert not out.exists()
     assert sorted(p.name for p in parts.iterdir() if p.name.startswith("batch-")) == ["batch-000000.fits"]
@@ -313,6 +322,7 @@ def test_dask_local_cluster_equals_streaming(catalog, reference, tmp_path, monke
         table, summary = survey.fit_survey(gals, MODEL, options=OPTIONS, out=out, batch_size=4, bucket=8,
                                            client=client, chunk_batches=2, retries=1, quiet=True)
         after = set(client.run(os.getpid).values())
+    _repair_cache()
     assert len(before - after) == 1, (before, after)      # one worker was killed (and replaced)
     assert summary.counts == {0: N_OK, survey.INPUT_MISSING: 2}
     assert_tables_equal(Table.read(out), reference)
