@@ -662,17 +662,13 @@ def _taper(dx, dy, *, a, b, on):
 
 @functools.partial(jax.jit, static_argnames=("model", "shape", "psf_shape", "oversample", "sampling", "batched", "psf_batched"))
 def _render_jit(model, params, shape, psf, psf_shape, oversample, zeropoint, sampling, batched, psf_batched):
-    """``(image(s), finite)``: ``finite`` is True (per galaxy) where every pixel is finite,
-    computed in the same program (the check of :func:`render` then compiles nothing more; a
-    caller being traced drops it)."""
     if psf is not None:
         psf_fft = stamp_psf_transform(psf, shape, oversample)
     else:
         psf_fft = None
 
     def one(p, k, zp):
-        img = _render_one(model, p, shape, k, psf_shape, oversample, zp, sampling)
-        return img, jnp.all(jnp.isfinite(img))
+        return _render_one(model, p, shape, k, psf_shape, oversample, zp, sampling)
 
     if not batched:
         return one(params, psf_fft, zeropoint)
@@ -765,10 +761,12 @@ def render(model, params, shape, *, psf=None, zeropoint=None, oversample: int = 
             raise ShapeError(f"psf: cube has {psf_arr.shape[0]} PSFs for {G} galaxies")
         if zp.ndim == 1 and zp.shape[0] != G:
             raise ShapeError(f"zeropoint: {zp.shape[0]} values for {G} galaxies")
-    img, finite = _render_jit(model, arrays, shape, psf_arr, psf_shape, int(oversample), zp, sampling,
-                              batched, psf_batched)
+    img = _render_jit(model, arrays, shape, psf_arr, psf_shape, int(oversample), zp, sampling,
+                      batched, psf_batched)
     if not isinstance(img, jax.core.Tracer):
-        bad = ~np.atleast_1d(np.asarray(finite))
+        # NumPy on the host image: op-by-op JAX would compile three small programs for every
+        # new image shape (on a GPU this copies the image to the host, as the caller's use does)
+        bad = ~np.isfinite(np.asarray(img)).reshape(-1, shape[0] * shape[1]).all(axis=1)
         if bad.any():
             which = f" (galaxies {np.flatnonzero(bad)[:5].tolist()})" if batched else ""
             raise ParameterError(f"params give a non-finite image{which}: a value outside the profile's "
