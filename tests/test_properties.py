@@ -112,16 +112,19 @@ def bounded_points(draw):
 @given(case=bounded_points())
 def test_transform_round_trip_and_monotone(case):
     lo, hi, p = case
-    u = np.asarray(to_unconstrained(jnp.asarray(p), lo, hi))
-    back = np.asarray(to_physical(jnp.asarray(u), lo, hi))
-    assert np.all(np.isfinite(u))
-    # rounding of the map: a few ulps of the largest magnitude involved
-    scale = np.abs(p) + (0 if not math.isfinite(lo) else abs(lo)) + (0 if not math.isfinite(hi) else abs(hi))
-    np.testing.assert_array_less(np.abs(back - p), 64 * EPS * scale + 1e-300)
-    # monotone: u increases with p, except with an upper bound only (p = hi - softplus(u))
-    sign = -1 if (math.isfinite(hi) and not math.isfinite(lo)) else 1
-    assert np.all(sign * np.diff(u) >= 0) and np.all(np.diff(back) >= 0)
-    assert np.all(back >= lo) and np.all(back <= hi)
+    # JAX on a JAX array (inside a fit's program), NumPy on a host array (a fit's starts)
+    u_host = to_unconstrained(p, lo, hi)
+    assert isinstance(u_host, np.ndarray) and isinstance(to_unconstrained(jnp.asarray(p), lo, hi), jax.Array)
+    for u in (np.asarray(to_unconstrained(jnp.asarray(p), lo, hi)), u_host):
+        back = np.asarray(to_physical(jnp.asarray(u), lo, hi))
+        assert np.all(np.isfinite(u))
+        # rounding of the map: a few ulps of the largest magnitude involved
+        scale = np.abs(p) + (0 if not math.isfinite(lo) else abs(lo)) + (0 if not math.isfinite(hi) else abs(hi))
+        np.testing.assert_array_less(np.abs(back - p), 64 * EPS * scale + 1e-300)
+        # monotone: u increases with p, except with an upper bound only (p = hi - softplus(u))
+        sign = -1 if (math.isfinite(hi) and not math.isfinite(lo)) else 1
+        assert np.all(sign * np.diff(u) >= 0) and np.all(np.diff(back) >= 0)
+        assert np.all(back >= lo) and np.all(back <= hi)
 
 
 @SOME
