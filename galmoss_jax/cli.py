@@ -10,7 +10,8 @@ a GALFIT-style shell loop of one galaxy per command pays it once): ``--cache-dir
 (``~/.cache/...``), bounded to 1 GiB (least recently used programs evicted first);
 ``--cache-dir none`` turns it off.  Only the installed command (:func:`console_main`) turns
 it on by default: :func:`main` called from Python leaves the caller's JAX configuration alone
-unless given ``--cache-dir``.
+unless given ``--cache-dir``.  Entries that a killed run left unfinished are removed first
+(:func:`repair_cache`).
 """
 from __future__ import annotations
 
