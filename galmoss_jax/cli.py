@@ -471,9 +471,9 @@ def default_cache_dir() -> str:
     return os.path.join(base, "galmoss_jax", "jax_compilation_cache")
 
 
-def repair_cache(path: str) -> list[str]:
-    """Remove the entries of the compilation cache in ``path`` that a killed process left
-    unfinished; the names of the removed files.
+def repair_cache(path: str, max_size: int) -> list[str]:
+    """Remove the entries of the compilation cache in ``path`` (bounded to ``max_size`` bytes;
+    -1: no bound) that a killed process left unfinished; the names of the removed files.
 
     JAX writes an entry as two files, the program (``KEY-cache``) and then its time of last use
     (``KEY-atime``).  A process killed before the second is written (SIGKILL, a lost node)
@@ -482,9 +482,12 @@ def repair_cache(path: str) -> list[str]:
     the cache stops growing, each new program is compiled again in every run, and each write
     warns.  Such an entry is removed (its program is compiled once more), under the lock with
     which JAX guards the folder (``.lockfile``; if another process holds it for 30 s, nothing
-    is removed).  Only for a cache used with a size bound: without one JAX writes no
-    ``KEY-atime`` files at all."""
+    is removed).  Nothing is removed from a cache without a bound: JAX writes no ``KEY-atime``
+    files there."""
     import filelock
+
+    if max_size == -1:
+        return []
 
     def unfinished(names):
         return sorted(n for n in names if n.endswith("-cache") and n[:-len("-cache")] + "-atime" not in names)
@@ -524,8 +527,7 @@ def _use_cache(path: str) -> None:
     if not os.access(path, os.W_OK):
         raise ParameterError(f"--cache-dir: {path!r} is not writable; give another folder or 'none'")
     size = int(os.environ.get("JAX_COMPILATION_CACHE_MAX_SIZE", CACHE_MAX_BYTES))
-    if size != -1:
-        repair_cache(path)
+    repair_cache(path, size)
     least = float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", CACHE_MIN_COMPILE_SECONDS))
     os.environ["JAX_COMPILATION_CACHE_DIR"] = path
     os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(size)

@@ -94,8 +94,7 @@ from galmoss_jax.cli import repair_cache  # noqa: E402
 
 # an entry left unfinished by a killed process (the survey tests kill runs on purpose) would stop
 # JAX from writing any new program to the cache, in this run and every later one
-if int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]) != -1:
-    repair_cache(CACHE)
+repair_cache(CACHE, int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 
 try:
     from hypothesis import settings

@@ -281,8 +281,7 @@ def _repair_cache():
     """After a process of this run was killed: the entry it may have been writing to the shared
     compilation cache removed (galmoss_jax.cli.repair_cache), so the other test processes go
     on writing theirs."""
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR") and os.environ.get("JAX_COMPILATION_CACHE_MAX_SIZE") != "-1":
-        repair_cache(os.environ["JAX_COMPILATION_CACHE_DIR"])
+    repair_cache(os.environ["JAX_COMPILATION_CACHE_DIR"], int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 
 
 def test_sigkill_then_resume_equals_uninterrupted(catalog, reference, tmp_path):
